@@ -1,0 +1,109 @@
+"""ResNet backbones (bottleneck blocks) laid out exactly as torchvision builds them.
+
+Module names mirror torchvision's state-dict keys (`layer3_0.downsample_conv` <-> `layer3.0.downsample.0`)
+so that `jaxseg.port` can map weights with one rule. Padding is always explicit and symmetric:
+'SAME' pads asymmetrically on strided convolutions and would break parity with PyTorch.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# torch BatchNorm2d(eps=1e-5, momentum=0.1) == flax BatchNorm(epsilon=1e-5, momentum=0.9).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def conv(features, kernel, stride=1, dilation=1, bias=False, name=None, dtype=None):
+    """A torch-style Conv2d: explicit symmetric padding of dilation * (kernel - 1) / 2."""
+    pad = dilation * (kernel - 1) // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        kernel_dilation=(dilation, dilation),
+        use_bias=bias,
+        name=name,
+        dtype=dtype,
+    )
+
+
+def batch_norm(train, name=None, dtype=None):
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        name=name,
+        dtype=dtype,
+    )
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet v1.5): the stride sits on the 3x3 convolution."""
+
+    width: int
+    stride: int = 1
+    dilation: int = 1
+    downsample: bool = False
+    dtype: jnp.dtype | None = None
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        out_features = self.width * self.expansion
+        y = conv(self.width, 1, name="conv1", dtype=self.dtype)(x)
+        y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
+        y = conv(self.width, 3, self.stride, self.dilation, name="conv2", dtype=self.dtype)(y)
+        y = nn.relu(batch_norm(train, "bn2", self.dtype)(y))
+        y = conv(out_features, 1, name="conv3", dtype=self.dtype)(y)
+        y = batch_norm(train, "bn3", self.dtype)(y)
+        if self.downsample:
+            x = conv(out_features, 1, self.stride, name="downsample_conv", dtype=self.dtype)(x)
+            x = batch_norm(train, "downsample_bn", self.dtype)(x)
+        return nn.relu(y + x)
+
+
+class ResNet(nn.Module):
+    """A bottleneck ResNet trunk (no pooling head, no fc) returning layer3 and layer4 features.
+
+    `dilate` replaces the stride of layers 2-4 by dilation, as torchvision's
+    `replace_stride_with_dilation`; FCN uses (False, True, True) for output stride 8.
+    """
+
+    blocks: Sequence[int]
+    base_width: int = 64
+    dilate: Sequence[bool] = (False, True, True)
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = conv(self.base_width, 7, 2, name="conv1", dtype=self.dtype)(x)
+        x = nn.relu(batch_norm(train, "bn1", self.dtype)(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+        features = {}
+        in_features = self.base_width
+        dilation = 1
+        for stage, num_blocks in enumerate(self.blocks):
+            width = self.base_width * 2**stage
+            stride = 1 if stage == 0 else 2
+            previous_dilation = dilation
+            if stage > 0 and self.dilate[stage - 1]:
+                dilation *= stride
+                stride = 1
+            for index in range(num_blocks):
+                first = index == 0
+                x = Bottleneck(
+                    width,
+                    stride=stride if first else 1,
+                    # The first block of a dilated stage keeps the previous dilation (torchvision).
+                    dilation=previous_dilation if first else dilation,
+                    downsample=first and (stride != 1 or in_features != width * Bottleneck.expansion),
+                    dtype=self.dtype,
+                    name=f"layer{stage + 1}_{index}",
+                )(x, train)
+                in_features = width * Bottleneck.expansion
+            features[f"layer{stage + 1}"] = x
+        return features
