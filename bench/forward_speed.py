@@ -1,0 +1,57 @@
+"""Forward time of FCN-ResNet50 (eval mode), jaxseg vs torchvision, on the same weights.
+
+    .venv/bin/python bench/forward_speed.py [--batch 1] [--size 224] [--repeats 20]
+"""
+
+import argparse
+import os
+import sys
+
+import jax
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import interleaved_medians, torchvision_import_shim  # noqa: E402
+
+from jaxseg import port  # noqa: E402
+
+with torchvision_import_shim():
+    from torchvision.models.segmentation import fcn_resnet50
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    reference = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
+    model, variables, _ = port.port({k: v.numpy() for k, v in reference.state_dict().items()})
+    images = np.random.default_rng(0).random((args.batch, args.size, args.size, 3), np.float32)
+
+    forward = jax.jit(lambda v, x: model.apply(v, x)["out"])
+    x_jax = jax.device_put(images)
+    x_torch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    def run_jax():
+        forward(variables, x_jax).block_until_ready()
+
+    def run_torch():
+        with torch.no_grad():
+            reference(x_torch)["out"]
+
+    run_jax(), run_torch()  # compile / warm up
+    medians = interleaved_medians({"jaxseg": run_jax, "torchvision": run_torch}, args.repeats)
+    print(f"FCN-ResNet50 forward, {args.batch}x{args.size}x{args.size}x3 fp32, eval, "
+          f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), median of {args.repeats}")
+    for name, seconds in medians.items():
+        print(f"  {name:<12} {seconds * 1e3:8.1f} ms  {args.batch / seconds:7.2f} images/s")
+    print(f"  speed ratio jaxseg/torchvision: {medians['torchvision'] / medians['jaxseg']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
