@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,10 @@ from jaxseg.errors import JaxsegError, cli_guard
 VOC_CATEGORIES = (0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 MIN_TRAIN_AREA = 1000
 CACHE_VERSION = 1
+
+# pycocotools 2.0.11 passes copy=False to numpy 2's __array__ on every decode; harmless noise.
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                        category=DeprecationWarning, module="pycocotools")
 
 
 def load_coco_json(path):
