@@ -84,6 +84,6 @@ def list_dataset(list_file, root=None, *, num_classes=None, class_names=None, pa
     require_dir(root, "dataset root")
     info = DatasetInfo(name or os.path.splitext(os.path.basename(list_file))[0], class_names,
                        default_palette(len(class_names)) if palette is None else palette)
-    pairs = read_list_file(list_file, root)
-    return PairDataset(pairs, info, remap_table(info.num_classes, remap), skip_bad=skip_bad,
+    table = remap_table(info.num_classes, remap)  # checks the arguments before any file
+    return PairDataset(read_list_file(list_file, root), info, table, skip_bad=skip_bad,
                        source=list_file)

@@ -22,6 +22,7 @@ import math
 
 import grain
 import jax
+from absl import flags
 import numpy as np
 
 from jaxseg.data.base import is_skipped
@@ -193,6 +194,9 @@ def _finish(ds, local_batch, shard, collate, num_threads, prefetch, num_workers)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                    prefetch_buffer_size=prefetch))
     if num_workers:
+        # grain's worker processes read absl flags; outside an absl app take their defaults
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return ds, iter_ds
 
