@@ -80,6 +80,16 @@ def test_list_dataset_with_remap_matches_camvid_reader():
     np.testing.assert_array_equal(ds[3]["image"], reference[3]["image"])
 
 
+def test_datasets_pickle_for_worker_processes(tmp_path):
+    import pickle
+
+    make_voc(str(tmp_path))
+    ds = data.voc(str(tmp_path), skip_bad=True)
+    copy = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(copy[1]["label"], ds[1]["label"])
+    assert copy.skip_bad and copy.info.class_names == VOC_CLASSES
+
+
 def test_list_dataset_remap_to_other_classes(tmp_path):
     label = np.array([[0, 7, 7], [9, 255, 0]], np.uint8)
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "a.png")

@@ -190,6 +190,15 @@ class PairDataset:
                               f"label {label_path} is {label.shape[1]}x{label.shape[0]}")
         return {"image": image, "label": label, "index": index}
 
+    def __getstate__(self):  # grain worker processes receive a pickled copy; locks don't pickle
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def num_skipped(self):
         return len(self.skipped)
