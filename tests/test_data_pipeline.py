@@ -269,11 +269,19 @@ def test_global_batches_assemble_jax_arrays():
 
 def test_worker_processes_give_the_same_batches():
     def run(workers):
-        loader = train_loader(synthetic(n=16), 4, 24, seed=3, shard=ONE, num_workers=workers)
-        try:
-            return take(loader, 3)
-        finally:
-            loader.close()
+        with train_loader(synthetic(n=16), 4, 24, seed=3, shard=ONE,
+                          num_workers=workers) as loader:
+            return [{k: np.array(v) for k, v in batch.items()} for batch in take(loader, 3)]
 
     for a, b in zip(run(0), run(1)):
         np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def test_closed_loader_refuses_to_continue():
+    loader = train_loader(synthetic(), 8, 24, shard=ONE)
+    next(loader)
+    loader.close()
+    loader.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        next(loader)

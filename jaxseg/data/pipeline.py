@@ -143,6 +143,8 @@ class Loader:
         return self
 
     def __next__(self):
+        if self.iterator is None:
+            raise RuntimeError("the loader is closed")
         batch = next(self.iterator)
         self.step += 1
         self.skipped += int(np.sum(~batch["valid"] & (batch["index"] >= 0)))
@@ -177,8 +179,18 @@ class Loader:
         for batch in self:
             yield to_global(batch, sharding)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
     def close(self):
-        self.iterator.close()
+        """Stop background threads / worker processes. Dropping the iterator now (rather than
+        at interpreter exit, when grain's finaliser finds its modules gone) keeps exit quiet."""
+        if self.iterator is not None:
+            self.iterator.close()
+            self.iterator = None
 
 
 def to_global(local_batch, sharding):
