@@ -1,0 +1,60 @@
+"""Every training option with its default. Experiment files in configs/ start from `base()`
+and change what they need; `train.py --config.key=value` overrides on the command line."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base():
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.steps = 1000  # training batches (free AT replays each batch adv.replays times)
+    config.batch_size = 8  # global, over all devices and processes
+    config.aux_weight = 0.5
+
+    config.model = ml_collections.ConfigDict(dict(
+        arch="fcn_resnet26_w16",
+        num_classes=config_dict.placeholder(int),  # default: the training dataset's
+        aux=True,
+        dtype="float32",  # compute dtype; 'bfloat16' keeps fp32 parameters
+        init="",  # a jaxseg checkpoint (e.g. from `python -m jaxseg.port import`) to start from
+    ))
+    config.data = ml_collections.ConfigDict(dict(
+        train="synthetic",  # a jaxseg.data.get_dataset spec
+        eval="",  # default: the train spec
+        train_split="train",
+        eval_split="val",
+        kwargs=ml_collections.ConfigDict(),  # passed to get_dataset for both splits
+        crop_size=(128, 128),
+        short_side_range=config_dict.placeholder(tuple),  # random resize before the crop
+        flip_prob=0.5,
+        eval_short_side=config_dict.placeholder(int),
+        eval_pad_to=config_dict.placeholder(tuple),
+        workers=0,  # grain worker processes (0: threads in this process)
+    ))
+    config.optim = ml_collections.ConfigDict(dict(
+        lr=0.02, momentum=0.9, weight_decay=1e-4, power=0.9, warmup_steps=0,
+        head_lr_mult=1.0, aux_lr_mult=1.0, freeze_backbone=False,
+    ))
+    config.adv = ml_collections.ConfigDict(dict(
+        mode="none",  # none | pgd | fgsm_rs | free
+        attack="pgd",  # kernel preset for mode pgd: pgd, bim, pgd_l2, segpgd, cospgd, fgsm
+        eps=8 / 255,
+        step_size=config_dict.placeholder(float),  # default: the preset's rule
+        steps=3,
+        fraction=1.0,  # share of each batch replaced by adversarial examples (0.5 = mixed)
+        replays=4,  # free adversarial training's minibatch replays
+        bn="running",  # BatchNorm during the attack: running | batch
+    ))
+    config.checkpoint = ml_collections.ConfigDict(dict(every=200, keep=3))
+    config.log_every = 10
+    config.eval = ml_collections.ConfigDict(dict(
+        every=500,  # also at the end of training
+        num_images=32,  # held-out subset
+        batch_size=8,
+        attack="pgd",  # robust evaluation; '' for clean only
+        eps=config_dict.placeholder(float),  # default: adv.eps
+        steps=10,
+        samples=4,  # prediction images written per evaluation
+    ))
+    return config
