@@ -4,7 +4,7 @@ The loader should not be the bottleneck: its rate alone must exceed the step's, 
 step from the loader should run about as fast as the step on a fixed batch.
 
     .venv/bin/python bench/data_pipeline.py [--root ../shared/data/camvid] [--batch 8]
-        [--threads 2] [--batches 40] [--steps 10]
+        [--threads 2] [--batches 40] [--steps 12]
 
 Augmentation as torchvision's reference, scaled to CamVid: short side resized to a random length
 in [90, 360] (0.5x to 2x of 180), horizontal flip, 180x240 crop padded with 0 / 255.
@@ -12,6 +12,7 @@ in [90, 360] (0.5x to 2x of 180), horizontal flip, 180x240 crop padded with 0 / 
 
 import argparse
 import os
+import statistics
 import time
 
 import jax
@@ -80,29 +81,23 @@ def make_train_step(num_classes):
     return run
 
 
-def step_rate(run, batch, steps):
-    run(batch).block_until_ready()  # compile
-    run(batch).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = run(batch)
-    loss.block_until_ready()
-    return steps * len(batch["image"]) / (time.perf_counter() - start)
-
-
-def fed_rate(run, dataset, batch_size, threads, steps):
-    """The step fed by the loader (prefetching in the background) instead of a fixed batch."""
+def step_rates(run, fixed, dataset, batch_size, threads, steps):
+    """Images/s of the step on a fixed batch and of the step fed by the loader (prefetching in
+    the background), timed alternately so that load from other processes hits both alike."""
     loader = train_loader(dataset, batch_size, CROP, short_side_range=SHORT_SIDE_RANGE, seed=1,
                           shard=Shard(0, 1), num_threads=threads)
-    try:
+    with loader:
+        run(fixed).block_until_ready()  # compile
         run(next(loader)).block_until_ready()
-        start = time.perf_counter()
+        fixed_times, fed_times = [], []
         for _ in range(steps):
-            loss = run(next(loader))
-        loss.block_until_ready()
-        return steps * batch_size / (time.perf_counter() - start)
-    finally:
-        loader.close()
+            start = time.perf_counter()
+            run(fixed).block_until_ready()
+            fixed_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run(next(loader)).block_until_ready()
+            fed_times.append(time.perf_counter() - start)
+    return batch_size / statistics.median(fixed_times), batch_size / statistics.median(fed_times)
 
 
 def main():
@@ -112,26 +107,29 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed")
-    parser.add_argument("--steps", type=int, default=10, help="training steps timed")
+    parser.add_argument("--steps", type=int, default=12, help="training steps timed (each way)")
     args = parser.parse_args()
 
     dataset = camvid(args.root, "train")
     print(f"CamVid train: {len(dataset)} images 240x180; crop {CROP[1]}x{CROP[0]}, short side "
           f"{SHORT_SIDE_RANGE}, flip; batch {args.batch}; {os.cpu_count()} CPU cores; "
           f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    rates = {}
     for threads, workers in ((1, 0), (args.threads, 0), (args.threads, 1)):
-        rate = loader_rate(dataset, args.batch, threads, workers, args.batches)
-        print(f"loader  threads={threads} workers={workers}: {rate:8.1f} images/s")
-    loader_best = loader_rate(dataset, args.batch, args.threads, 0, args.batches)
+        rates[threads, workers] = loader_rate(dataset, args.batch, threads, workers,
+                                              args.batches)
+        print(f"loader  threads={threads} workers={workers}: {rates[threads, workers]:8.1f} "
+              "images/s")
 
     run = make_train_step(dataset.info.num_classes)
-    fixed = next(train_loader(dataset, args.batch, CROP, shard=Shard(0, 1)))
-    consume = step_rate(run, fixed, args.steps)
-    print(f"train step fcn_resnet26_w16 (fwd+bwd+SGD, fixed batch): {consume:8.1f} images/s")
-    fed = fed_rate(run, dataset, args.batch, args.threads, args.steps)
-    print(f"train step fed by the loader:                         {fed:8.1f} images/s")
-    print(f"loader / step consumption: {loader_best / consume:.1f}x; fed / fixed: "
-          f"{fed / consume:.2f} ({'loader is not the bottleneck' if fed >= 0.9 * consume else 'loader slows the step'})")
+    with train_loader(dataset, args.batch, CROP, shard=Shard(0, 1)) as loader:
+        fixed = next(loader)
+    consume, fed = step_rates(run, fixed, dataset, args.batch, args.threads, args.steps)
+    print(f"train step fcn_resnet26_w16 (fwd+bwd+SGD), fixed batch: {consume:8.1f} images/s")
+    print(f"train step fed by the loader:                          {fed:8.1f} images/s")
+    verdict = "not the bottleneck" if fed >= 0.9 * consume else "slows the step"
+    print(f"loader alone / step consumption: {rates[args.threads, 0] / consume:.1f}x; "
+          f"fed / fixed step: {fed / consume:.2f} (the loader is {verdict})")
 
 
 if __name__ == "__main__":

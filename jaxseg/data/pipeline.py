@@ -74,7 +74,7 @@ class Collate:
         items = [blank(item["index"], *shape) if is_skipped(item) else item for item in items]
         image = np.stack([item["image"] for item in items])
         if self.image_dtype == np.float32:
-            image = image.astype(np.float32) * np.float32(1.0 / 255.0)
+            image = image.astype(np.float32) / np.float32(255.0)  # 255 -> exactly 1.0
         return {
             "image": image,
             "label": np.stack([item["label"] for item in items]).astype(np.int32),
@@ -214,7 +214,7 @@ def _finish(ds, local_batch, shard, collate, num_threads, prefetch, num_workers)
 
 
 def train_loader(dataset, batch_size, crop_size, *, short_side_range=None, flip_prob=0.5,
-                 seed=0, num_epochs=None, shard=None, num_threads=2, prefetch=8, num_workers=0,
+                 seed=0, num_epochs=None, shard=None, num_threads=2, prefetch=4, num_workers=0,
                  image_dtype=np.float32):
     """Endless (or `num_epochs`) shuffled, augmented training batches.
 
@@ -244,7 +244,7 @@ def train_loader(dataset, batch_size, crop_size, *, short_side_range=None, flip_
 
 
 def eval_loader(dataset, batch_size, *, short_side=None, pad_to=None, shard=None,
-                num_threads=2, prefetch=8, num_workers=0, image_dtype=np.float32):
+                num_threads=2, prefetch=4, num_workers=0, image_dtype=np.float32):
     """One ordered pass; the last global batch is filled with blanks (`valid` False)."""
     shard = shard or Shard.from_jax()
     local_batch = _local_batch_size(batch_size, shard)
