@@ -130,7 +130,6 @@ class Loader:
         self.steps_per_epoch = steps_per_epoch
         self.num_steps = num_steps  # None: endless
         self.fingerprint = fingerprint
-        self._iter_dataset = iter_dataset
         self.iterator = iter(iter_dataset)
         self.step = 0
         self.skipped = 0  # examples replaced by blanks because their files were bad
