@@ -97,6 +97,8 @@ def initialize_distributed(coordinator=None, num_processes=None, process_id=None
     """Multi-host: explicit flags, or JAX's own detection from the environment (SLURM, TPU,
     JAX_COORDINATOR_ADDRESS ...) when `JAX_COORDINATOR_ADDRESS` or flags are given."""
     if coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coordinator or None,
                                    num_processes=num_processes, process_id=process_id)
 
@@ -164,13 +166,13 @@ def train(config, workdir):
     """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
     if config.steps < 1:
         raise JaxsegError(f"steps must be >= 1, got {config.steps}")
+    training.adversary(config.adv)  # validate the attack settings before any work
+    specs = _eval_specs(config)
+    train_ds, eval_ds = _datasets(config)
+    model, variables = _model_and_variables(config, train_ds.info.num_classes)
     os.makedirs(workdir, exist_ok=True)
     mesh = parallel.make_mesh()
     batch_sharding = parallel.batch_sharding(mesh)
-    train_ds, eval_ds = _datasets(config)
-    model, variables = _model_and_variables(config, train_ds.info.num_classes)
-    training.adversary(config.adv)  # validate the attack settings before any work
-    specs = _eval_specs(config)
 
     replays = config.adv.replays if config.adv.mode == "free" else 1
     tx = optim.make_optimizer(config.optim, config.steps * replays)

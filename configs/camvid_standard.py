@@ -1,0 +1,29 @@
+"""CamVid (240x180, 11 classes), standard training of the small FCN, CPU scale.
+
+    python train.py --config configs/camvid_standard.py --workdir workdirs/camvid_standard
+
+Expects the shared CamVid copy at ../shared/data/camvid (override with
+--config.data.train=camvid:/path/to/camvid). Same architecture and budget as camvid_at.py.
+"""
+
+from jaxseg.config import base
+
+
+def get_config():
+    config = base()
+    config.model.arch = "fcn_resnet26_w16"
+    config.data.train = "camvid:../shared/data/camvid"
+    config.data.train_split = "train"
+    config.data.eval_split = "val"
+    config.data.crop_size = (176, 176)
+    config.data.short_side_range = (144, 270)  # 0.8x - 1.5x of the 180 px short side
+    config.batch_size = 8
+    config.steps = 4000  # ~87 epochs of the 367 training images
+    config.optim.lr = 0.02
+    config.adv.eps = 4 / 255
+    config.adv.steps = 3
+    config.checkpoint.every = 250
+    config.eval.every = 1000
+    config.eval.num_images = 32
+    config.eval.eps = 4 / 255
+    return config
