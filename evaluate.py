@@ -67,6 +67,7 @@ def main(argv=None):
     if len(names) != len(args.checkpoint):
         raise JaxsegError(f"{len(names)} --name values for {len(args.checkpoint)} checkpoints")
     eps = number(args.eps, "eps")
+    attacks.check_hyper(eps, 1.0)  # also when only the clean row is asked for
     step_size = None if args.step_size is None else number(args.step_size, "step-size")
     specs = {"clean": None}
     for name in args.attack:

@@ -154,6 +154,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     straight = subprocess.run(command + ["--workdir", str(tmp_path / "straight")], cwd=REPO,
                               env=env, capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "tensorboard"))
     _, a = checkpoint.load(interrupted)
     _, b = checkpoint.load(tmp_path / "straight")
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
@@ -187,3 +188,19 @@ def test_init_checkpoint_with_other_classes_is_refused(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "checkpoint has 3 classes but the data has" in result.stderr
+
+
+def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_path):
+    from PIL import Image
+
+    from jaxseg import attacks, data, visualize
+
+    model, variables = tiny
+    images, labels = fake_batch(3, n=2)
+    info = data.DatasetInfo("fake", tuple("abcde"), data.default_palette(5))
+    path = tmp_path / "grid.png"
+    visualize.save_predictions(path, model, variables, images, labels, info,
+                               {"clean": None, "fgsm": attacks.make("fgsm")})
+    width, height = Image.open(path).size
+    # image | truth | pred clean | fgsm image | pred fgsm, 2 px gaps, a 14 px title row
+    assert (width, height) == (5 * 32 + 4 * 2, visualize.TITLE_HEIGHT + 2 * 32 + 2)
