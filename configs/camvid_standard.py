@@ -15,15 +15,15 @@ def get_config():
     config.data.train = "camvid:../shared/data/camvid"
     config.data.train_split = "train"
     config.data.eval_split = "val"
-    config.data.crop_size = (176, 176)
-    config.data.short_side_range = (144, 270)  # 0.8x - 1.5x of the 180 px short side
+    config.data.crop_size = (160, 160)
+    config.data.short_side_range = (120, 240)  # 0.67x - 1.33x of the 180 px short side
     config.batch_size = 8
-    config.steps = 4000  # ~87 epochs of the 367 training images
+    config.steps = 2000  # ~44 epochs of the 367 training images
     config.optim.lr = 0.02
     config.adv.eps = 4 / 255
     config.adv.steps = 3
-    config.checkpoint.every = 250
-    config.eval.every = 1000
+    config.checkpoint.every = 100
+    config.eval.every = 500
     config.eval.num_images = 32
     config.eval.eps = 4 / 255
     return config
