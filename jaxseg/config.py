@@ -9,6 +9,7 @@ def base():
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.steps = 1000  # training batches (free AT replays each batch adv.replays times)
+    config.epochs = config_dict.placeholder(int)  # when set: steps = epochs * batches per epoch
     config.batch_size = 8  # global, over all devices and processes
     config.aux_weight = 0.5
 

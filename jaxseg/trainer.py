@@ -164,8 +164,6 @@ def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir
 
 def train(config, workdir):
     """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
-    if config.steps < 1:
-        raise JaxsegError(f"steps must be >= 1, got {config.steps}")
     training.adversary(config.adv)  # validate the attack settings before any work
     specs = _eval_specs(config)
     train_ds, eval_ds = _datasets(config)
@@ -174,6 +172,14 @@ def train(config, workdir):
     mesh = parallel.make_mesh()
     batch_sharding = parallel.batch_sharding(mesh)
 
+    loader = data.train_loader(train_ds, config.batch_size, tuple(config.data.crop_size),
+                               short_side_range=config.data.short_side_range,
+                               flip_prob=config.data.flip_prob, seed=config.seed,
+                               num_workers=config.data.workers)
+    if config.epochs is not None:
+        config.steps = config.epochs * loader.steps_per_epoch
+    if config.steps < 1:
+        raise JaxsegError(f"steps must be >= 1, got {config.steps}")
     replays = config.adv.replays if config.adv.mode == "free" else 1
     tx = optim.make_optimizer(config.optim, config.steps * replays)
     free_shape = None
@@ -181,10 +187,6 @@ def train(config, workdir):
         free_shape = (config.batch_size, *tuple(config.data.crop_size), 3)
     state = training.create_state(variables, tx, jax.random.key(config.seed), free_shape)
     state = jax.device_put(state, training.state_shardings(mesh, state))
-    loader = data.train_loader(train_ds, config.batch_size, tuple(config.data.crop_size),
-                               short_side_range=config.data.short_side_range,
-                               flip_prob=config.data.flip_prob, seed=config.seed,
-                               num_workers=config.data.workers)
 
     checkpoints = checkpoint.TrainCheckpoints(os.path.join(workdir, "checkpoints"), model,
                                               keep=config.checkpoint.keep)

@@ -1,0 +1,19 @@
+"""The paper's AT-101: FCN-ResNet101, the AT-50 adversary, 3 epochs.
+
+    python -m jaxseg.port import resnet101-63fe2227.pth ckpt/imagenet_r101 --num-classes 21
+    python train.py --config configs/coco_fcn101_at.py --workdir workdirs/coco_fcn101_at \
+        --config.data.train=coco:/data/coco --config.model.init=ckpt/imagenet_r101
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from coco_fcn50_at import get_config as at50  # noqa: E402
+
+
+def get_config():
+    config = at50()
+    config.model.arch = "fcn_resnet101"
+    config.epochs = 3
+    return config
