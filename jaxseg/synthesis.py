@@ -23,6 +23,7 @@ over pixels, and so is the cross-entropy, so lam needs no rescaling.
 import dataclasses
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -185,6 +186,8 @@ def _kernel_config(steps, rule, bounded):
 
 
 def _check_schedule(steps, frames):
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        steps = int(steps)
     if not isinstance(steps, int) or steps < 1:
         raise JaxsegError(f"steps must be an integer >= 1, got {steps!r}")
     if not isinstance(frames, int) or frames < 0:
