@@ -29,6 +29,8 @@ from jaxseg.errors import JaxsegError, cli_guard
 from jaxseg.visualize import image_grid, save_png, to_uint8
 
 MODES = ("inpaint", "generate", "edit")
+# Metrics of the pixels alone, also reported for the start (the mean fill) as a baseline.
+PIXEL_METRICS = ("psnr", "psnr_lowpass", "ssim", "high_frequency", "high_frequency_original")
 
 
 def parse_args(argv):
@@ -54,7 +56,8 @@ def parse_args(argv):
     parser.add_argument("--method", choices=synthesis.KINDS, default="inpaint",
                         help="edit: re-inpaint the edited region (default) or generate anew")
     parser.add_argument("--steps", type=int, default=None, help="default 720 inpaint, 60 generate")
-    parser.add_argument("--step-size", default=None, help="default: Santurkar's, scaled to the image")
+    parser.add_argument("--step-size", default=None,
+                        help="default: Santurkar's, scaled to the image")
     parser.add_argument("--lambda", dest="lam", default=None, help="inpainting penalty weight (10)")
     parser.add_argument("--penalty", choices=synthesis.PENALTIES, default="mse")
     parser.add_argument("--rule", choices=synthesis.RULES, default="l2")
@@ -64,7 +67,8 @@ def parse_args(argv):
     parser.add_argument("--bn", choices=("running", "batch"), default="running")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write trajectory.gif")
-    parser.add_argument("--frames", type=int, default=24, help="GIF frames (at most; divides steps)")
+    parser.add_argument("--frames", type=int, default=24,
+                        help="GIF frames (at most; a divisor of steps is used)")
     parser.add_argument("--output", required=True, help="directory for the results")
     return parser.parse_args(argv)
 
@@ -159,7 +163,8 @@ def load_models(args):
     loaded = [checkpoint.load(path) for path in args.checkpoint]
     classes = {model.num_classes for model, _ in loaded}
     if len(classes) > 1:
-        raise JaxsegError(f"the checkpoints predict different numbers of classes: {sorted(classes)}")
+        raise JaxsegError("the checkpoints predict different numbers of classes: "
+                          f"{sorted(classes)}")
     return names, loaded, classes.pop()
 
 
@@ -259,11 +264,13 @@ def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh):
     for model, variables in loaded:
         result = synthesis.run(kind, model.apply, variables, images, targets, key,
                                mask=holes if kind == "inpaint" else None, mesh=mesh, **opts)
-        logits = jax.jit(lambda v, x, m=model: m.apply(v, x)["out"])(variables, result.x)
+        logits_fn = jax.jit(lambda v, x, m=model: m.apply(v, x)["out"])
+        logits = logits_fn(variables, result.x)
         ce = np.asarray(losses.cross_entropy(logits, targets))
         frames = None if result.frames is None else np.asarray(result.frames)[:, :n]
         out.append({"x": np.asarray(result.x)[:n], "start": np.asarray(result.start)[:n],
                     "frames": frames, "pred": np.asarray(logits.argmax(-1))[:n],
+                    "pred_start": np.asarray(logits_fn(variables, result.start).argmax(-1))[:n],
                     "ce_start": np.asarray(result.trace)[0, :n], "ce": ce[:n]})
     return out
 
@@ -347,10 +354,15 @@ def main(argv=None):
     records, grid_rows, raw, gif_rows = [], [], {}, []
     for (example_id, image, label, target, hole, _), per_model in zip(prepared, results):
         start = per_model[0]["start"]
-        record = {"id": example_id, "hole_pixels": int(hole.sum()), "models": {}}
+        baseline = quality.report(start[None], image[None], hole[None],
+                                  per_model[0]["pred_start"][None], target[None])[0]
+        record = {"id": example_id, "hole_pixels": int(hole.sum()),
+                  "start": {k: baseline[k] for k in PIXEL_METRICS}, "models": {}}
         for name, out in zip(names, per_model):
             row = quality.report(out["x"][None], image[None], hole[None], out["pred"][None],
                                  target[None])[0]
+            before = quality.hole_accuracy(out["pred_start"], target, hole)[0]
+            row["hole_accuracy_start"] = float(before) if np.isfinite(before) else None
             row.update(ce_start=float(out["ce_start"]), ce=float(out["ce"]))
             record["models"][name] = row
         records.append(record)
@@ -364,10 +376,12 @@ def main(argv=None):
             raw[f"{example_id}_{safe(name)}.png"] = out["x"]
             raw[f"{example_id}_{safe(name)}_pred.png"] = info.colorize(out["pred"])
         if args.gif:
-            gif_rows.append([[image, info.colorize(target)] + [out["frames"][t] for out in per_model]
-                             for t in range(len(per_model[0]["frames"]))])
+            steps = range(len(per_model[0]["frames"]))
+            gif_rows.append([[image, info.colorize(target)] + [o["frames"][t] for o in per_model]
+                             for t in steps])
     titles = ["original", "target", "start"] + names
     summary = {name: quality.summarize([r["models"][name] for r in records]) for name in names}
+    summary["start"] = quality.summarize([r["start"] for r in records])
 
     os.makedirs(os.path.join(args.output, "raw"), exist_ok=True)
     save_png(image_grid(grid_rows, titles), os.path.join(args.output, "grid.png"))
@@ -382,16 +396,20 @@ def main(argv=None):
         save_gif(frames, os.path.join(args.output, "trajectory.gif"))
     meta = {k: v for k, v in opts.items()}
     meta.update(mode=args.mode, kind=kind, mask=args.mask, paint=args.paint, swap=args.swap,
-                seed=args.seed, source=args.data or args.image, split=args.split if args.data else None)
+                seed=args.seed, source=args.data or args.image,
+                split=args.split if args.data else None)
     write_text(os.path.join(args.output, "metrics.json"), json.dumps(
         {"settings": meta, "checkpoints": dict(zip(names, args.checkpoint)),
          "summary": summary, "images": records}, indent=2))
 
-    for name in names:
+    for name in ["start"] + names:
         s = summary[name]
-        print(f"{name}: PSNR {s['psnr']:.2f} dB  SSIM {s['ssim']:.3f}  hole acc "
-              f"{s['hole_accuracy']:.3f}  high-freq {s['high_frequency']:.3f}  CE "
-              f"{s['ce_start']:.3f} -> {s['ce']:.3f}")
+        line = (f"{name}: PSNR {s['psnr']:.2f} dB (low-pass {s['psnr_lowpass']:.2f})  SSIM "
+                f"{s['ssim']:.3f}  high-freq {s['high_frequency']:.3f}")
+        if name != "start":
+            line += (f"  hole acc {s['hole_accuracy_start']:.3f} -> {s['hole_accuracy']:.3f}"
+                     f"  CE {s['ce_start']:.3f} -> {s['ce']:.3f}")
+        print(line)
     print(f"results in {args.output}")
     return 0
 

@@ -90,7 +90,8 @@ def from_class(spec, label, class_names):
     k = class_id(spec.partition(":")[2], class_names)
     mask = np.asarray(label) == k
     if not mask.any():
-        raise JaxsegError(f"mask spec {spec!r}: class {class_names[k]!r} is not present in the image")
+        raise JaxsegError(f"mask spec {spec!r}: class {class_names[k]!r} is not present in "
+                          "the image")
     return mask
 
 

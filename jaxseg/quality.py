@@ -5,6 +5,8 @@ mask [N, H, W] (True = synthesised pixels); they return one value per example (n
 Only the hole counts, so a method that leaves the known pixels alone is not rewarded for them.
 
 * `psnr`: 10 log10(1 / MSE) over the hole's values, capped at `PSNR_CAP` dB (identical -> cap).
+* `psnr_lowpass`: PSNR of the two after the same Gaussian blur (sigma 2, inside the hole only):
+  agreement of coarse colour and shape, blind to fine texture and pixel noise.
 * `ssim`: the mean over hole pixels of Wang et al.'s (2004) SSIM map, with local statistics
   computed by a Gaussian window (sigma 1.5, truncated at 3.5 sigma: 11x11) restricted to the
   hole (normalised convolution: window weights outside the hole are zero and the rest is
@@ -21,6 +23,7 @@ Only the hole counts, so a method that leaves the known pixels alone is not rewa
 import numpy as np
 
 PSNR_CAP = 100.0
+LOWPASS_SIGMA = 2.0
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
 HF_SIGMA = 1.0
@@ -92,6 +95,13 @@ def psnr(x, ref, mask=None, cap=PSNR_CAP):
     return np.minimum(value, cap)
 
 
+def psnr_lowpass(x, ref, mask=None, sigma=LOWPASS_SIGMA, cap=PSNR_CAP):
+    """PSNR of both images blurred (Gaussian `sigma`, window restricted to the hole)."""
+    x, mask = _batch(x, mask)
+    ref, _ = _batch(ref, mask)
+    return psnr(masked_blur(x, mask, sigma), masked_blur(ref, mask, sigma), mask, cap)
+
+
 def ssim(x, ref, mask=None, sigma=SSIM_SIGMA):
     """Mean SSIM over the hole with a Gaussian window restricted to the hole (module doc)."""
     x, mask = _batch(x, mask)
@@ -122,7 +132,9 @@ def hole_accuracy(predictions, labels, mask=None, ignore=255):
     labels = np.asarray(labels)
     if predictions.ndim == 2:
         predictions, labels = predictions[None], labels[None]
-    mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool).reshape(labels.shape)
+    if mask is None:
+        mask = np.ones(labels.shape, bool)
+    mask = np.asarray(mask, bool).reshape(labels.shape)
     counted = mask & (labels != ignore)
     hits = ((predictions == labels) & counted).sum(axis=(1, 2))
     total = counted.sum(axis=(1, 2))
@@ -145,6 +157,7 @@ def report(result, original, mask, predictions, labels):
     original, _ = _batch(original, mask)
     columns = {
         "psnr": psnr(result, original, mask),
+        "psnr_lowpass": psnr_lowpass(result, original, mask),
         "ssim": ssim(result, original, mask),
         "hole_accuracy": hole_accuracy(predictions, labels, mask),
         "accuracy": hole_accuracy(predictions, labels),

@@ -159,7 +159,8 @@ def inpaint_objective(logits_fn, x0, labels, mask, lam, penalty="mse"):
 
     def objective(x, step):
         del step  # the objective is the same at every step
-        return losses.cross_entropy(logits_fn(x), labels) + lam * penalty_value(x, x0, mask, penalty)
+        ce = losses.cross_entropy(logits_fn(x), labels)
+        return ce + lam * penalty_value(x, x0, mask, penalty)
 
     return objective
 
@@ -325,8 +326,9 @@ def check_images(images, labels, mask=None, classes=None):
         if not holes.any(axis=1).all():
             raise JaxsegError(f"empty mask for example {int(np.argmin(holes.any(axis=1)))}")
         if holes.all(axis=1).any():
-            raise JaxsegError(f"the mask covers all of example {int(np.argmax(holes.all(axis=1)))}: "
-                              "nothing is left to inpaint from (use generate)")
+            full = int(np.argmax(holes.all(axis=1)))
+            raise JaxsegError(f"the mask covers all of example {full}: nothing is left to "
+                              "inpaint from (use generate)")
 
 
 def check_options(kind, *, steps, step_size, lam, rule, radius, penalty, jitter, bn, frames):

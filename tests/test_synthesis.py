@@ -9,12 +9,11 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxseg import attacks, data, losses, masks, models, parallel, quality, synthesis
+from jaxseg import attacks, data, losses, masks, models, quality, synthesis
 from jaxseg.errors import JaxsegError
 
 SIZE = 32
@@ -304,6 +303,17 @@ def test_psnr():
     _, rng = _scene()
     noisy = ref + rng.choice([-0.05, 0.05], ref.shape)  # MSE 0.0025 -> 26.02 dB
     assert quality.psnr(noisy, ref, hole)[0] == pytest.approx(10 * np.log10(400), abs=1e-9)
+
+
+def test_psnr_lowpass_forgives_fine_noise_not_wrong_colour():
+    ref, rng = _scene()
+    hole = np.zeros(ref.shape[:2], bool)
+    hole[4:20, 4:20] = True
+    assert quality.psnr_lowpass(ref, ref, hole)[0] == quality.PSNR_CAP
+    noisy = ref + rng.choice([-0.1, 0.1], ref.shape)
+    tinted = ref + 0.1
+    assert quality.psnr(noisy, ref, hole)[0] == pytest.approx(quality.psnr(tinted, ref, hole)[0])
+    assert quality.psnr_lowpass(noisy, ref, hole)[0] > quality.psnr_lowpass(tinted, ref, hole)[0] + 8
 
 
 def test_ssim():

@@ -72,10 +72,16 @@ def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys
     assert [r["id"] for r in metrics["images"]] == ["00000", "00002"]
     for name in ("A", "B"):
         row = metrics["images"][0]["models"][name]
-        assert set(row) >= {"psnr", "ssim", "hole_accuracy", "high_frequency", "ce", "ce_start"}
+        assert set(row) >= {"psnr", "psnr_lowpass", "ssim", "hole_accuracy", "high_frequency",
+                            "hole_accuracy_start", "ce", "ce_start"}
         assert 0 < row["psnr"] < 100 and -1 <= row["ssim"] <= 1
         assert metrics["summary"][name]["psnr"] == pytest.approx(
             np.mean([r["models"][name]["psnr"] for r in metrics["images"]]))
+    # The mean fill is the baseline: its pixel metrics are reported too.
+    start = metrics["images"][0]["start"]
+    assert start["high_frequency"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["summary"]["start"]["psnr"] == pytest.approx(
+        np.mean([r["start"]["psnr"] for r in metrics["images"]]))
     assert "A: PSNR" in capsys.readouterr().out
 
 
