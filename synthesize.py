@@ -312,6 +312,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.mode != "edit" and (args.paint or args.swap):
         raise JaxsegError(f"--paint / --swap belong to edit, not {args.mode}")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise JaxsegError(f"--output {args.output}: exists and is not a directory")
     names, loaded, num_classes = load_models(args)
     examples, info = load_examples(args, num_classes)
 

@@ -163,6 +163,8 @@ BAD = {
     "plain": (["generate", *DATA, "--rule", "plain"], "plain"),
     "paint in inpaint": (["inpaint", *DATA, "--paint", "1"], "belong to edit"),
     "edit both": (["edit", *DATA, "--swap", "1:2", "--paint", "3"], "exactly one"),
+    "swap format": (["edit", *DATA, "--swap", "1"], "A:B"),
+    "output is a file": (["generate", *DATA, "--output", "{files}/img.png"], "not a directory"),
 }
 
 
@@ -175,7 +177,9 @@ def test_bad_inputs_one_line_exit_2_nothing_written(ckpts, files, tmp_path, caps
     if "--checkpoint" not in argv:
         argv += ["--checkpoint", str(ckpts / "a")]
     out = tmp_path / "out"
-    assert run(argv + ["--steps", "2", "--output", str(out)]) == 2
+    if "--output" not in argv:
+        argv += ["--output", str(out)]
+    assert run(argv + ["--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not out.exists()
