@@ -12,12 +12,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import jax
 
 from jaxseg import attacks, checkpoint, configfile, data, evaluation, plots
 from jaxseg.errors import JaxsegError, cli_guard
+from jaxseg.configfile import parse_number as number
+from jaxseg.files import write_text
 
 
 def parse_args(argv):
@@ -46,20 +47,6 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def number(text, name):
-    value = configfile.parse_value(str(text))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise JaxsegError(f"--{name}: not a number: {text!r}")
-    return float(value)
-
-
-def write_text(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 @cli_guard
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -79,12 +66,7 @@ def main(argv=None):
         attacks.make(args.curve_attack, eps=max(curve_eps), steps=args.steps)  # validate
     pad_to = tuple(int(v) for v in args.pad_to.split(",")) if args.pad_to else None
 
-    kwargs = {}
-    for item in args.data_arg:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise JaxsegError(f"--data-arg {item!r} must look like key=value")
-        kwargs[key] = configfile.parse_value(value)
+    kwargs = configfile.parse_keyvalues(args.data_arg, "data-arg")
     dataset = data.get_dataset(args.data, args.split, **kwargs)
     if args.num_images:
         from jaxseg.trainer import Subset

@@ -18,14 +18,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxseg import checkpoint, configfile, data, losses, masks, parallel, quality, synthesis
+from jaxseg.configfile import parse_number as number
 from jaxseg.errors import JaxsegError, cli_guard
+from jaxseg.files import atomic_path, write_text
 from jaxseg.visualize import image_grid, save_png, to_uint8
 
 MODES = ("inpaint", "generate", "edit")
@@ -75,13 +76,6 @@ def parse_args(argv):
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def number(text, name):
-    value = configfile.parse_value(str(text))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise JaxsegError(f"--{name}: not a number: {text!r}")
-    return float(value)
 
 
 def read_image(path):
@@ -134,12 +128,7 @@ def load_examples(args, num_classes):
         raise JaxsegError("no input: give --image PATH --label PATH, or --data SPEC --index I")
     if args.label:
         raise JaxsegError("--label goes with --image; --data brings its own labels")
-    kwargs = {}
-    for item in args.data_arg:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise JaxsegError(f"--data-arg {item!r} must look like key=value")
-        kwargs[key] = configfile.parse_value(value)
+    kwargs = configfile.parse_keyvalues(args.data_arg, "data-arg")
     dataset = data.get_dataset(args.data, args.split, **kwargs)
     if dataset.info.num_classes != num_classes:
         raise JaxsegError(f"the models have {num_classes} classes, data {args.data} has "
@@ -286,25 +275,12 @@ def safe(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
 
 
-def write_text(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_gif(frames, path, duration_ms=120):
     """Animated GIF of PIL images, written atomically; the last frame lingers."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".gif")
-    os.close(fd)
-    try:
-        durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 10]
+    durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 10]
+    with atomic_path(path, ".gif") as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:],
                        duration=durations, loop=0)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @cli_guard

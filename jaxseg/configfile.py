@@ -40,6 +40,25 @@ def parse_value(text):
         return text
 
 
+def parse_number(text, name):
+    """A number from the command line ('0.5', '8/255'); `name` is the flag, for the error."""
+    value = parse_value(str(text))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JaxsegError(f"--{name}: not a number: {text!r}")
+    return float(value)
+
+
+def parse_keyvalues(items, name):
+    """{'key': value} from repeated 'key=value' flags (values parsed as by `parse_value`)."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise JaxsegError(f"--{name} {item!r} must look like key=value")
+        pairs[key] = parse_value(value)
+    return pairs
+
+
 def apply_overrides(config, overrides):
     """`overrides`: strings 'a.b=value' (from '--config.a.b=value'). Unknown keys and values of
     the wrong type are errors naming the key."""

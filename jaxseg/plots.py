@@ -1,7 +1,6 @@
 """Plots written as PNG files (matplotlib, no display)."""
 
-import os
-import tempfile
+from jaxseg.files import atomic_path
 
 
 def robustness_curve(curves, path, metric="miou", attack="pgd"):
@@ -21,14 +20,8 @@ def robustness_curve(curves, path, metric="miou", attack="pgd"):
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".png")
-    os.close(fd)
     try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path, ".png") as tmp:
+            figure.savefig(tmp, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)

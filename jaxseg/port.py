@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ from flax import traverse_util
 
 from jaxseg import checkpoint, models
 from jaxseg.errors import JaxsegError, cli_guard
+from jaxseg.files import atomic_path
 from jaxseg.models.fcn import IMAGENET_MEAN, IMAGENET_STD
 
 SOURCES = ("auto", "fcn", "resnet", "robustness")
@@ -271,14 +271,8 @@ def export_pth(variables, path):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise JaxsegError(f"{path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def summary(model, variables):

@@ -1,13 +1,11 @@
 """PNG grids: images, colourised masks and predictions side by side, with column titles."""
 
-import os
-import tempfile
-
 import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxseg import attacks
+from jaxseg.files import atomic_path
 
 TITLE_HEIGHT = 14
 
@@ -37,17 +35,9 @@ def image_grid(rows, titles=None, gap=2):
 
 
 def save_png(image, path):
-    """Write atomically: a temporary name in the same directory, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".png")
-    os.close(fd)
-    try:
+    """Write a PIL image atomically (see jaxseg.files)."""
+    with atomic_path(path, ".png") as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_predictions(path, model, variables, images, labels, info, specs, key=None):
