@@ -1,6 +1,7 @@
 """The attack kernel: invariants on a tiny random FCN, the kernel on its own (custom objectives),
 validation, device parallelism (1 vs 8 simulated devices) and parity with torchattacks 3.5.1."""
 
+import functools
 import json
 import os
 import pathlib
@@ -274,6 +275,54 @@ def test_projection_lands_in_box_and_ball_and_is_idempotent(seed, eps, norm, spr
     assert float(p.min()) >= 0 and float(p.max()) <= 1
     assert np.all((l2 if norm == "l2" else linf) <= eps * (1 + 1e-6) + 1e-6)
     np.testing.assert_allclose(project(p, x_ref), p, atol=1e-6)
+
+
+def _pixel_mlp(variables, x, train=False):
+    """A cheap non-convex "segmentation model": a per-pixel MLP (logits [N, H, W, C])."""
+    hidden = jnp.tanh(x @ variables["params"]["w1"] + variables["params"]["b1"])
+    return {"out": hidden @ variables["params"]["w2"]}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mlp_attack(config, variables, images, labels, key, eps, step_size):
+    objective = attacks.segmentation_objective(_pixel_mlp, variables, labels)
+    return attacks.optimize(objective, images, key, config, eps=eps, step_size=step_size)
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), norm=st.sampled_from(["linf", "l2"]),
+       eps=st.floats(0.0, 0.5), relative_step=st.floats(0.05, 2.0), steps=st.sampled_from([1, 3]),
+       restarts=st.integers(1, 2), ascend=st.booleans())
+def test_kernel_invariants_for_any_configuration(seed, norm, eps, relative_step, steps, restarts,
+                                                 ascend):
+    """In [0, 1], inside the ball, and best-iterate selection never worse than the last iterates
+    of the same trajectories (same key), for random budgets, steps, restarts and directions."""
+    rng = np.random.default_rng(seed)
+    variables = {"params": {"w1": jnp.asarray(rng.normal(size=(3, 8)), jnp.float32),
+                            "b1": jnp.asarray(rng.normal(size=(8,)), jnp.float32),
+                            "w2": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)}}
+    images = jnp.asarray(rng.random((2, 6, 6, 3)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 4, (2, 6, 6)), jnp.int32)
+    objective = attacks.segmentation_objective(_pixel_mlp, variables, labels)
+    scale = eps if eps > 0 else 0.1
+
+    def run(use_best):
+        config = attacks.KernelConfig(norm=norm, steps=steps, restarts=restarts, ascend=ascend,
+                                      use_best=use_best)
+        return _mlp_attack(config, variables, images, labels, jax.random.key(seed),
+                           jnp.float32(eps), jnp.float32(relative_step * scale))
+
+    best, last = run(True), run(False)
+    for result in (best, last):
+        x = np.asarray(result.x)
+        assert x.min() >= 0 and x.max() <= 1
+        linf, l2 = distances(result.x, images)
+        assert np.all((l2 if norm == "l2" else linf) <= eps + 1e-6)
+    last_value = np.asarray(objective(last.x, steps))
+    if ascend:
+        assert np.all(np.asarray(best.value) >= last_value - 1e-6)
+    else:
+        assert np.all(np.asarray(best.value) <= last_value + 1e-6)
 
 
 def test_step_rules():
