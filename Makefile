@@ -24,6 +24,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/forward_speed.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/attack_speed.py
+	$(PY) bench/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) demo_output
