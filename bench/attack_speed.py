@@ -101,15 +101,7 @@ def main():
     model_bf16 = models.fcn("fcn_resnet50", num_classes=model.num_classes, aux=model.aux,
                             dtype=jnp.bfloat16)
 
-    class Logits(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net(tr.normalize(x))["out"]
-
-    wrapped = Logits(net).eval()
+    wrapped = tr.PixelLogits(net).eval()
     try:
         images = np.concatenate([tr.camvid_image(args.size, args.size, i)
                                  for i in range(args.batch)])

@@ -1,21 +1,13 @@
-"""Shared by the benchmarks: the torchvision import shim and side-by-side timing."""
+"""Shared by the benchmarks: access to the test references (torchvision with its import shim,
+the torchattacks wrapper) and side-by-side timing."""
 
-import contextlib
+import os
 import statistics
+import sys
 import time
 
-import torch
-
-
-@contextlib.contextmanager
-def torchvision_import_shim():
-    """torchvision's compiled ops do not load against CPU torch; its Python models do."""
-    original = torch.library.register_fake
-    torch.library.register_fake = lambda *args, **kwargs: (lambda fn: fn)
-    try:
-        yield
-    finally:
-        torch.library.register_fake = original
+# `import torch_reference` (test-only helpers) works in every benchmark that imports this module.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 
 def interleaved_medians(functions, repeats):

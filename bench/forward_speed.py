@@ -12,12 +12,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import interleaved_medians, torchvision_import_shim  # noqa: E402
+from common import interleaved_medians  # noqa: E402
+from torch_reference import fcn_resnet50  # noqa: E402
 
 from jaxseg import port  # noqa: E402
-
-with torchvision_import_shim():
-    from torchvision.models.segmentation import fcn_resnet50
 
 
 def main():

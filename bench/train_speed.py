@@ -17,28 +17,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import interleaved_medians, torchvision_import_shim  # noqa: E402
+from common import interleaved_medians  # noqa: E402
+from torch_reference import PixelLogits, fcn_resnet50  # noqa: E402
 
 from jaxseg import config as base_config  # noqa: E402
 from jaxseg import optim, parallel, port, training  # noqa: E402
 
-with torchvision_import_shim():
-    from torchvision.models.segmentation import fcn_resnet50
 import torchattacks  # noqa: E402
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-class PixelModel(torch.nn.Module):
-    """[0,1] pixels in, 'out' logits out: what torchattacks attacks (jaxseg normalises inside)."""
-
-    def __init__(self, fcn):
-        super().__init__()
-        self.fcn = fcn
-
-    def forward(self, x):
-        return self.fcn((x - MEAN) / STD)["out"]
+from torch_reference import normalize  # noqa: E402
 
 
 def torch_step(fcn, optimizer, attack):
@@ -48,7 +34,7 @@ def torch_step(fcn, optimizer, attack):
         if attack is not None:
             images = attack(images, labels)  # eval-mode BN inside, training mode restored
         optimizer.zero_grad(set_to_none=True)
-        out = fcn((images - MEAN) / STD)
+        out = fcn(normalize(images))
         loss = loss_fn(out["out"], labels) + 0.5 * loss_fn(out["aux"], labels)
         loss.backward()
         optimizer.step()
@@ -92,7 +78,7 @@ def main():
         optimizer = torch.optim.SGD(fcn.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         attack = None
         if mode == "pgd":
-            attack = torchattacks.PGD(PixelModel(fcn), eps=8 / 255, alpha=2 / 255, steps=3,
+            attack = torchattacks.PGD(PixelLogits(fcn), eps=8 / 255, alpha=2 / 255, steps=3,
                                       random_start=True)
         t_step = torch_step(fcn, optimizer, attack)
         step, state, mesh = jax_step(model, variables, mode)

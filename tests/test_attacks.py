@@ -468,17 +468,7 @@ def torch_pair():
     torch.manual_seed(0)
     net = tr.torch_fcn("fcn_resnet50", seed=0)
 
-    class Logits(torch.nn.Module):
-        """torchattacks attacks [0,1] pixels and wants plain logits: normalise, take 'out'."""
-
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net(tr.normalize(x))["out"]
-
-    wrapped = Logits(net).eval()
+    wrapped = tr.PixelLogits(net).eval()
     model, variables, _ = port.port(tr.state_numpy(net))
     images = np.concatenate([tr.camvid_image(64, 64, i) for i in range(2)])
     images_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()

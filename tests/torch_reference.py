@@ -81,6 +81,18 @@ def normalize(images_nchw):
     return (images_nchw - IMAGENET_MEAN) / IMAGENET_STD
 
 
+class PixelLogits(torch.nn.Module):
+    """A torchvision FCN as torchattacks wants it: [0,1] pixels in (normalised here, as jaxseg
+    models do inside), plain 'out' logits out."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(normalize(x))["out"]
+
+
 def run_torch(model, images_nhwc):
     """A torchvision FCN on [0,1] NHWC pixels, as jaxseg's FCN sees them; NHWC outputs."""
     with torch.no_grad():
