@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import attacks, checkpoint, data, evaluation, models, optim, parallel, training
-from jaxseg import visualize
+from jaxseg import files, visualize
 from jaxseg.errors import JaxsegError
 
 
@@ -198,8 +198,7 @@ def train(config, workdir):
         loader.set_state(data_state)
     log = MetricsLog(workdir)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
+        files.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
     step_fn = training.compile_step(training.make_train_step(model, tx, config), mesh, state)
     save = lambda step: checkpoints.save(step, state.variables, _train_items(state),  # noqa: E731
