@@ -42,6 +42,9 @@ def parse_args(argv):
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--eps-curve", default=None, help="comma-separated eps values")
     parser.add_argument("--curve-attack", default="pgd")
+    parser.add_argument("--unroll", choices=tuple(attacks.UNROLL_CHOICES), default="auto",
+                        help="unroll the attack loops: faster steps on CPU, compile time grows "
+                        f"with steps x restarts (auto: up to {attacks.UNROLL_LIMIT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="directory for the results")
     return parser.parse_args(argv)
@@ -56,10 +59,11 @@ def main(argv=None):
     eps = number(args.eps, "eps")
     attacks.check_hyper(eps, 1.0)  # also when only the clean row is asked for
     step_size = None if args.step_size is None else number(args.step_size, "step-size")
+    unroll = attacks.UNROLL_CHOICES[args.unroll]
     specs = {"clean": None}
     for name in args.attack:
         specs[name] = attacks.make(name, eps=eps, steps=None if name == "fgsm" else args.steps,
-                                   step_size=step_size, restarts=args.restarts)
+                                   step_size=step_size, restarts=args.restarts, unroll=unroll)
     curve_eps = None
     if args.eps_curve:
         curve_eps = [number(v, "eps-curve") for v in args.eps_curve.split(",")]
@@ -92,7 +96,7 @@ def main(argv=None):
         if curve_eps:
             curves[name] = []
             for value in curve_eps:
-                spec = attacks.make(args.curve_attack, eps=value, steps=args.steps)
+                spec = attacks.make(args.curve_attack, eps=value, steps=args.steps, unroll=unroll)
                 confusion = evaluation.confusion_over(model, variables, loader(), spec, key)
                 curves[name].append((value, evaluation.metrics.summarize(confusion)))
 

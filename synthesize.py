@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jaxseg import checkpoint, configfile, data, losses, masks, parallel, quality, synthesis
+from jaxseg import attacks, checkpoint, configfile, data, losses, masks, parallel, quality, synthesis
 from jaxseg.configfile import parse_number as number
 from jaxseg.errors import JaxsegError, cli_guard
 from jaxseg.files import atomic_path, write_text
@@ -66,6 +66,9 @@ def parse_args(argv):
                         help="L2 trust region around the start (a number, or 'santurkar')")
     parser.add_argument("--jitter", default="0", help="std of start noise in the hole")
     parser.add_argument("--bn", choices=("running", "batch"), default="running")
+    parser.add_argument("--unroll", choices=tuple(attacks.UNROLL_CHOICES), default="auto",
+                        help="unroll the descent loop: faster steps on CPU, compile time grows "
+                        f"with the steps (auto: up to {attacks.UNROLL_LIMIT} steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write trajectory.gif")
     parser.add_argument("--frames", type=int, default=24,
@@ -228,7 +231,7 @@ def settings(args, kind, shape):
     frames = largest_divisor(steps, args.frames) if args.gif else 0
     options = dict(steps=steps, step_size=step_size, lam=lam, rule=args.rule, radius=radius,
                    penalty=args.penalty, jitter=number(args.jitter, "jitter"), bn=args.bn,
-                   frames=frames)
+                   frames=frames, unroll=attacks.UNROLL_CHOICES[args.unroll])
     synthesis.check_options(kind, **options)
     return options
 

@@ -38,6 +38,7 @@ STARTS = ("clean", "random")
 BN_MODES = ("running", "batch")
 DEFAULT_RULE = {"linf": "sign", "l2": "l2", "none": "plain"}
 UNROLL_LIMIT = 32  # steps x restarts up to which loops are unrolled by default (see KernelConfig)
+UNROLL_CHOICES = {"auto": None, "on": True, "off": False}  # the CLIs' --unroll values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,6 +127,18 @@ def test_restarts_keep_the_best_run_per_example(tiny):
     assert np.any(per_restart.argmax(0) != per_restart.argmin(0))  # restarts really differ
 
 
+def test_unrolled_and_rolled_loops_compute_the_same_attack(tiny):
+    """`unroll` only changes how XLA compiles the loops (speed / compile time), not the result."""
+    model, variables, images, labels = tiny
+    results = [attacks.attack(attacks.make("pgd", steps=3, restarts=2, unroll=unroll),
+                              model.apply, variables, images, labels, jax.random.key(5))
+               for unroll in (True, False)]
+    assert attacks.make("pgd", steps=40).config.unroll is False  # auto: long loops stay rolled
+    assert attacks.make("pgd", steps=10).config.unroll is True
+    np.testing.assert_allclose(results[0].x, results[1].x, atol=1e-6)
+    np.testing.assert_allclose(results[0].value, results[1].value, rtol=1e-5)
+
+
 def test_deterministic_for_a_key_and_random_across_keys(tiny):
     model, variables, images, labels = tiny
     spec = attacks.make("pgd", steps=2)

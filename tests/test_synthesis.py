@@ -137,6 +137,19 @@ def test_deterministic_for_a_key(tiny, batch):
     assert np.abs(first - run(1)).max() > 0.01
 
 
+def test_unroll_changes_nothing_but_compilation(tiny, batch):
+    model, variables = tiny
+    images, labels, hole = batch
+    run = lambda unroll: synthesis.run(  # noqa: E731
+        "inpaint", model.apply, variables, images, labels, jax.random.key(0), mask=hole,
+        steps=4, frames=2, unroll=unroll)
+    rolled, unrolled = run(False), run(True)
+    np.testing.assert_allclose(rolled.x, unrolled.x, atol=1e-6)
+    np.testing.assert_allclose(rolled.trace, unrolled.trace, rtol=1e-5)
+    with pytest.raises(JaxsegError, match="unroll"):
+        run("yes")
+
+
 def test_sign_and_plain_rules(tiny, batch):
     model, variables = tiny
     images, labels, _ = batch

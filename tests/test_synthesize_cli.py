@@ -53,7 +53,7 @@ def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys
     out = tmp_path / "inp"
     code = run(["inpaint", "--checkpoint", str(ckpts / "a"), "--checkpoint", str(ckpts / "b"),
                 "--name", "A", "--name", "B", *DATA, "--index", "0", "--index", "2",
-                "--mask", "rect:4,6,14,12", "--steps", "4", "--output", str(out)])
+                "--mask", "rect:4,6,14,12", "--steps", "4", "--unroll", "on", "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     grid = Image.open(out / "grid.png")
     # 2 rows of original | target | start | A | B, with a title strip.
