@@ -1,0 +1,153 @@
+"""The CamVid experiment (docs/RESULTS.md): standard vs PGD-AT FCN, robustness and synthesis.
+
+    python experiments/camvid.py                       # everything, in order (hours on 2 cores)
+    python experiments/camvid.py --runs /scratch/runs  # workdirs elsewhere
+
+Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand.
+Training resumes from its workdir if interrupted and is skipped once complete. Raw outputs go to
+RUNS/results/ (not in git); the small ones are then published to docs/results/camvid/: tables
+(markdown + JSON), the robustness curve, and the image grids as JPEG (the PNG grids are
+megabytes of photographs), plus summary.md and timings.json.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = ["--data", "camvid:../shared/data/camvid", "--split", "val"]
+PUBLISH = os.path.join("docs", "results", "camvid")
+MODELS = ("standard", "at")
+NAMES = {"standard": "standard", "at": "AT"}
+EPS = "4/255"  # the training adversary's eps (configs/camvid_at.py)
+CAR, CAR_PIXELS = 8, (800, 8000)  # whole-object holes: cars of 800-8000 px (of 43200)
+EVALUATIONS = {
+    # The training adversary: PGD-3 at the training eps, step 2.5 eps / 3, random start.
+    "eval_train_adversary": ["--attack", "pgd", "--steps", "3"],
+    # Stronger: 20 steps, best of 3 random restarts, on the CE and on the SegPGD loss.
+    "eval_strong": ["--attack", "pgd", "--attack", "segpgd", "--steps", "20", "--restarts", "3",
+                    "--unroll", "on"],
+    # Robust accuracy vs eps (PGD-10).
+    "eval_curve": ["--steps", "10", "--eps-curve", "0,1/255,2/255,4/255,8/255,16/255"],
+}
+# Synthesis settings (one for both models), chosen on 4 val images before the final runs: 60
+# L2 steps, larger than Santurkar's scaled step (which barely moves a 180x240 image in 60 steps),
+# and a penalty weight that holds the known pixels (lam 10 lets the whole image drift).
+INPAINT = ["--steps", "60", "--step-size", "3.0", "--lambda", "1000", "--unroll", "on"]
+GENERATE = ["--steps", "60", "--step-size", "5.0", "--unroll", "on"]
+SPREAD = list(range(0, 96, 12))  # 8 val images from across the sequence
+
+
+def run(command, timings, label):
+    print("\n$ " + " ".join(shlex.quote(c) for c in command), flush=True)
+    start = time.time()
+    result = subprocess.run([sys.executable, *command], cwd=ROOT)
+    if result.returncode:
+        sys.exit(result.returncode)
+    timings[label] = round(time.time() - start, 1)
+    print(f"  ({timings[label]:.0f} s)", flush=True)
+
+
+def car_images(count=8):
+    """`count` val images, spread over the sequence, whose car pixels are within CAR_PIXELS."""
+    import numpy as np
+
+    from jaxseg.data import get_dataset
+    dataset = get_dataset(DATA[1], split="val")
+    found = [i for i in range(len(dataset))
+             if CAR_PIXELS[0] <= np.sum(np.asarray(dataset[i]["label"]) == CAR) <= CAR_PIXELS[1]]
+    stride = max(1, len(found) // count)
+    return found[::stride][:count]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    sys.path.insert(0, ROOT)
+    results = os.path.join(args.runs, "results")
+    timings = {}
+    workdirs = {m: os.path.join(args.runs, f"camvid_{m}") for m in MODELS}
+    for m in MODELS:
+        run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m]],
+            timings, f"train_{m} (this call; a resumed run counts only its last part)")
+    checkpoints = [a for m in MODELS for a in ("--checkpoint", workdirs[m], "--name", NAMES[m])]
+    for name, extra in EVALUATIONS.items():
+        run(["evaluate.py", *checkpoints, *DATA, "--eps", EPS, *extra,
+             "--output", os.path.join(results, name)], timings, name)
+    index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
+    synth = {
+        "inpaint_boxes": ["inpaint", *index(SPREAD), "--mask", "random:2", *INPAINT],
+        "inpaint_cars": ["inpaint", *index(car_images()), "--mask", f"class:{CAR}", *INPAINT],
+        "generate": ["generate", *index(SPREAD), *GENERATE],
+    }
+    for name, extra in synth.items():
+        run(["synthesize.py", extra[0], *checkpoints, *DATA, *extra[1:],
+             "--output", os.path.join(results, name)], timings, name)
+    publish(results, timings)
+
+
+def publish(results, timings):
+    """Copy the small outputs into docs/results/camvid and write summary.md from them."""
+    from PIL import Image
+
+    os.makedirs(PUBLISH, exist_ok=True)
+    for name in EVALUATIONS:
+        for filename in ("results.md", "results.json", "curve.json", "curve.png"):
+            source = os.path.join(results, name, filename)
+            if os.path.exists(source):
+                shutil.copy(source, os.path.join(PUBLISH, f"{name}_{filename}"))
+    for name in ("inpaint_boxes", "inpaint_cars", "generate"):
+        shutil.copy(os.path.join(results, name, "metrics.json"),
+                    os.path.join(PUBLISH, f"{name}_metrics.json"))
+        grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
+        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=90)
+    with open(os.path.join(PUBLISH, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=2)
+    text = summary()
+    with open(os.path.join(PUBLISH, "summary.md"), "w") as f:
+        f.write(text)
+    print("\n" + text)
+    print(f"published to {PUBLISH}/")
+
+
+def summary(directory=PUBLISH):
+    """Table-1 style markdown from the published JSON files in `directory`."""
+    load = lambda name: json.load(open(os.path.join(directory, name)))  # noqa: E731
+    train = load("eval_train_adversary_results.json")["results"]
+    strong = load("eval_strong_results.json")["results"]
+    curve = load("eval_curve_curve.json")["curves"]
+    pct = lambda s: f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"  # noqa: E731
+    at_eps = lambda name: next(p for p in curve[name] if abs(p["eps"] - 4 / 255) < 1e-9)  # noqa: E731
+    lines = ["| model | clean | PGD-3 (training adversary) | PGD-10 | PGD-20 x3 restarts | "
+             "SegPGD-20 x3 restarts |", "|---|---|---|---|---|---|"]
+    for m in MODELS:
+        n = NAMES[m]
+        lines.append(f"| {n} | {pct(train[n]['clean'])} | {pct(train[n]['pgd'])} | "
+                     f"{pct(at_eps(n))} | {pct(strong[n]['pgd'])} | {pct(strong[n]['segpgd'])} |")
+    lines += ["", "Pixel accuracy / mIoU (%), CamVid val (101 images, 240x180), L-inf eps 4/255.",
+              "", "| eps (PGD-10) | " + " | ".join(NAMES[m] for m in MODELS) + " |",
+              "|---|" + "---|" * len(MODELS)]
+    for i, point in enumerate(curve[NAMES[MODELS[0]]]):
+        cells = [pct(curve[NAMES[m]][i]) for m in MODELS]
+        lines.append(f"| {255 * point['eps']:.0f}/255 | " + " | ".join(cells) + " |")
+    lines += ["", "| synthesis | model | PSNR | low-pass PSNR | SSIM | hole acc | HF ratio |",
+              "|---|---|---|---|---|---|---|"]
+    for name in ("inpaint_boxes", "inpaint_cars", "generate"):
+        s = load(f"{name}_metrics.json")["summary"]
+        for m in ["start"] + [NAMES[m] for m in MODELS]:
+            q = s[m]
+            acc = "-" if m == "start" else f"{100 * q['hole_accuracy']:.1f}"
+            lines.append(f"| {name} | {m} | {q['psnr']:.2f} | {q['psnr_lowpass']:.2f} | "
+                         f"{q['ssim']:.3f} | {acc} | {q['high_frequency']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
