@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/train_speed.py
 	$(PY) bench/attack_speed.py
 	$(PY) bench/data_pipeline.py
+	$(PY) bench/synthesis_speed.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -67,8 +67,9 @@ def parse_args(argv):
     parser.add_argument("--jitter", default="0", help="std of start noise in the hole")
     parser.add_argument("--bn", choices=("running", "batch"), default="running")
     parser.add_argument("--unroll", choices=tuple(attacks.UNROLL_CHOICES), default="auto",
-                        help="unroll the descent loop: faster steps on CPU, compile time grows "
-                        f"with the steps (auto: up to {attacks.UNROLL_LIMIT} steps)")
+                        help=f"auto: descents of up to {attacks.UNROLL_LIMIT} steps as one "
+                        "unrolled program, longer ones as a host loop of unrolled chunks; on / "
+                        "off: one unrolled / rolled program")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write trajectory.gif")
     parser.add_argument("--frames", type=int, default=24,

@@ -126,6 +126,18 @@ def mean_image(images):
     return jnp.broadcast_to(channel_mean(images), images.shape)
 
 
+def start_point(kind, images, mask, key, jitter):
+    """(centre, start) of a descent: the image with its hole filled (inpaint) or the mean image
+    (generate), and the same with `jitter` noise (in the hole only, for inpaint)."""
+    images = jnp.asarray(images, jnp.float32)
+    if kind == "inpaint":
+        mask = _as_mask(mask, images)
+        centre = fill_hole(images, mask)
+        return centre, _jitter(centre, key, jitter, mask)
+    centre = mean_image(images)
+    return centre, _jitter(centre, key, jitter)
+
+
 def _jitter(start, key, jitter, where=None):
     """Gaussian noise of std `jitter` (only where `where`), clipped to [0, 1]. With jitter 0 the
     start is deterministic; a positive jitter makes the key choose one of many results."""
@@ -224,13 +236,17 @@ def _descend(objective, centre, start, key, *, steps, rule, step_size, radius, f
     return x, traces.reshape(steps, -1), snapshots
 
 
+def _from(start, resume):
+    return start if resume is None else jnp.asarray(resume, jnp.float32)
+
+
 def _step_size(kind, images, rule, step_size):
     return default_step_size(kind, images.shape, rule) if step_size is None else step_size
 
 
 def inpaint(logits_fn, images, labels, mask, key, *, lam=RECIPES["inpaint"]["lam"],
             steps=RECIPES["inpaint"]["steps"], step_size=None, rule="l2", radius=None,
-            penalty="mse", jitter=0.0, frames=0, unroll=None):
+            penalty="mse", jitter=0.0, frames=0, unroll=None, resume=None):
     """Eq. 6: fill the hole `mask` of `images` so that `logits_fn` segments them as `labels`.
 
     images: float [N, H, W, 3] in [0, 1]; the pixels under the hole are never read (the start
@@ -242,16 +258,18 @@ def inpaint(logits_fn, images, labels, mask, key, *, lam=RECIPES["inpaint"]["lam
     jitter: std of Gaussian noise added in the hole at the start (the key picks it).
     frames: F > 0 also returns F + 1 snapshots of the trajectory (F must divide steps).
     unroll: as `attacks.KernelConfig.unroll` (None: unrolled up to its step limit).
+    resume: an iterate to continue the descent from instead of the start (`run` chains short
+    descents this way); the objective, the ball and the returned start stay the original ones.
     Pure: traceable under `jax.jit`; lam, step_size, radius and jitter may be traced.
     """
     if penalty not in PENALTIES:
         raise JaxsegError(f"unknown penalty {penalty!r}; choose one of {', '.join(PENALTIES)}")
     images = jnp.asarray(images, jnp.float32)
     mask = _as_mask(mask, images)
-    filled = fill_hole(images, mask)
-    start = _jitter(filled, key, jitter, mask)
+    filled, start = start_point("inpaint", images, mask, key, jitter)
     objective = inpaint_objective(logits_fn, filled, labels, mask, lam, penalty)
-    x, trace, snapshots = _descend(objective, filled, start, jax.random.fold_in(key, 1),
+    x, trace, snapshots = _descend(objective, filled, _from(start, resume),
+                                   jax.random.fold_in(key, 1),
                                    steps=steps, rule=rule, radius=radius, frames=frames,
                                    unroll=unroll,
                                    step_size=_step_size("inpaint", images, rule, step_size))
@@ -259,15 +277,16 @@ def inpaint(logits_fn, images, labels, mask, key, *, lam=RECIPES["inpaint"]["lam
 
 
 def generate(logits_fn, images, labels, key, *, steps=RECIPES["generate"]["steps"],
-             step_size=None, rule="l2", radius=None, jitter=0.0, frames=0, unroll=None):
+             step_size=None, rule="l2", radius=None, jitter=0.0, frames=0, unroll=None,
+             resume=None):
     """Eq. 7: an image that `logits_fn` segments as `labels`, from the per-channel-mean image
     of `images` (only its mean colour is used). Options as for `inpaint` (step size default:
     Santurkar's 1.0 scaled to the image size)."""
     images = jnp.asarray(images, jnp.float32)
-    centre = mean_image(images)
-    start = _jitter(centre, key, jitter)
+    centre, start = start_point("generate", images, None, key, jitter)
     objective = generate_objective(logits_fn, labels)
-    x, trace, snapshots = _descend(objective, centre, start, jax.random.fold_in(key, 1),
+    x, trace, snapshots = _descend(objective, centre, _from(start, resume),
+                                   jax.random.fold_in(key, 1),
                                    steps=steps, rule=rule, radius=radius, frames=frames,
                                    unroll=unroll,
                                    step_size=_step_size("generate", images, rule, step_size))
@@ -360,15 +379,42 @@ def check_options(kind, *, steps, step_size, lam, rule, radius, penalty, jitter,
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "options"))
 def _run_jit(apply_fn, options, variables, images, labels, mask, key, lam, step_size, radius,
-             jitter):
+             jitter, resume=None):
     logits_fn = attacks.model_logits(apply_fn, variables, options.bn)
     common = dict(steps=options.steps, step_size=step_size, rule=options.rule,
                   radius=radius if options.bounded else None, jitter=jitter,
-                  frames=options.frames, unroll=options.unroll)
+                  frames=options.frames, unroll=options.unroll, resume=resume)
     if options.kind == "inpaint":
         return inpaint(logits_fn, images, labels, mask, key, lam=lam, penalty=options.penalty,
                        **common)
     return generate(logits_fn, images, labels, key, **common)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _start_jit(kind, images, mask, key, jitter):
+    return start_point(kind, images, mask, key, jitter)[1]
+
+
+def chunk_size(steps, frames=0):
+    """Steps per compiled program when `run` chains unrolled descents on the host: the largest
+    divisor of the steps (of each frame's steps) up to `attacks.UNROLL_LIMIT`."""
+    per_frame = steps // frames if frames else steps
+    return max(d for d in range(1, min(per_frame, attacks.UNROLL_LIMIT) + 1) if per_frame % d == 0)
+
+
+def _run_chunked(call, options, chunk, start):
+    """`options.steps` steps from `start` as a host loop of unrolled `chunk`-step programs, each
+    resuming where the last stopped (the same iterates as one program: see `_descend`)."""
+    step = dataclasses.replace(options, steps=chunk, frames=0, unroll=True)
+    per_frame = options.steps // options.frames if options.frames else None
+    x, traces, frames = start, [], [start]
+    for done in range(chunk, options.steps + 1, chunk):
+        result = call(step, x)
+        x = result.x
+        traces.append(result.trace)
+        if per_frame and done % per_frame == 0:
+            frames.append(x)
+    return Synthesis(x, start, jnp.concatenate(traces), jnp.stack(frames) if per_frame else None)
 
 
 def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, steps=None,
@@ -379,8 +425,10 @@ def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, 
     apply_fn: e.g. `model.apply` (hashable: a static jit argument). Defaults: `RECIPES[kind]`
     with the step size scaled to the image (`default_step_size`). mesh: shard the batch over a
     `parallel.make_mesh()` mesh ('data' axis; the batch size must divide), variables replicated.
-    unroll: as `attacks.KernelConfig.unroll` (on XLA:CPU unrolled steps run ~4x faster but
-    compile time grows with the steps).
+    unroll: True / False: one program, its step loop unrolled / rolled. None (default): up to
+    `attacks.UNROLL_LIMIT` steps one unrolled program; longer descents a host loop of unrolled
+    programs of `chunk_size` steps (XLA:CPU runs a conv net about 4x slower per step inside a
+    rolled loop, and compile time grows with the unrolled steps). The iterates are the same.
     Returns `Synthesis`; one compiled program per (shapes, Options) whatever lam / step size.
     """
     if kind not in KINDS:
@@ -404,7 +452,13 @@ def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, 
         batch = parallel.shard_batch(mesh, batch)
         variables = parallel.replicate(mesh, variables)
     scalars = [jnp.asarray(v, jnp.float32) for v in (lam, step_size, radius or 0.0, jitter)]
-    return _run_jit(apply_fn, options, variables, *batch, key, *scalars)
+    call = lambda opts, resume: _run_jit(apply_fn, opts, variables, *batch, key, *scalars,  # noqa: E731
+                                         resume=resume)
+    if unroll is None and steps > attacks.UNROLL_LIMIT:
+        # Every chained program resumes, the first from the start: one compiled program.
+        start = _start_jit(kind, batch[0], batch[2], key, scalars[3])
+        return _run_chunked(call, options, chunk_size(steps, frames), start)
+    return call(options, None)
 
 
 def compiled_programs():

@@ -150,6 +150,30 @@ def test_unroll_changes_nothing_but_compilation(tiny, batch):
         run("yes")
 
 
+def test_long_descents_chain_short_unrolled_programs_with_the_same_iterates(tiny, batch):
+    """Past the unroll limit `run` loops on the host over one compiled program of
+    `chunk_size` unrolled steps; iterates, trace and frames equal one rolled program's."""
+    model, variables = tiny
+    images, labels, hole = batch
+    assert synthesis.chunk_size(720) == 30 and synthesis.chunk_size(37) == 1
+    assert synthesis.chunk_size(60, frames=4) == 15 and synthesis.chunk_size(40, frames=4) == 10
+    run = lambda unroll: synthesis.run(  # noqa: E731
+        "inpaint", model.apply, variables, images, labels, jax.random.key(0), mask=hole,
+        steps=40, frames=4, jitter=0.05, step_size=0.3, unroll=unroll)
+    before = synthesis.compiled_programs()
+    chained = run(None)
+    assert synthesis.compiled_programs() == before + 1  # four 10-step calls, one program
+    rolled = run(False)
+    np.testing.assert_array_equal(chained.start, rolled.start)
+    np.testing.assert_allclose(chained.x, rolled.x, atol=1e-5)
+    np.testing.assert_allclose(chained.trace, rolled.trace, rtol=1e-4)
+    assert chained.trace.shape == (40, 2) and chained.frames.shape == rolled.frames.shape
+    np.testing.assert_allclose(chained.frames, rolled.frames, atol=1e-5)
+    generated = synthesis.run("generate", model.apply, variables, images, labels,
+                              jax.random.key(0), steps=33, step_size=0.5)
+    assert generated.trace.shape == (33, 2) and generated.frames is None
+
+
 def test_sign_and_plain_rules(tiny, batch):
     model, variables = tiny
     images, labels, _ = batch
