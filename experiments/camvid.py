@@ -4,7 +4,8 @@
     python experiments/camvid.py --runs /scratch/runs  # workdirs elsewhere
 
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand.
-Training resumes from its workdir if interrupted and is skipped once complete. Raw outputs go to
+Training resumes from its workdir if interrupted and is skipped once complete; an evaluation or
+synthesis whose results file exists is skipped too (delete its directory to redo it). Raw outputs go to
 RUNS/results/ (not in git); the small ones are then published to docs/results/camvid/: tables
 (markdown + JSON), the robustness curve, and the image grids as JPEG (the PNG grids are
 megabytes of photographs), plus summary.md and timings.json.
@@ -41,10 +42,14 @@ EVALUATIONS = {
 INPAINT = ["--steps", "60", "--step-size", "3.0", "--lambda", "1000", "--unroll", "on"]
 GENERATE = ["--steps", "60", "--step-size", "5.0", "--unroll", "on"]
 SPREAD = list(range(0, 96, 12))  # 8 val images from across the sequence
+SYNTHESES = ("inpaint_boxes", "inpaint_cars", "generate", "inpaint_cars_recipe")
 
 
-def run(command, timings, label):
+def run(command, timings, label, done=None):
     print("\n$ " + " ".join(shlex.quote(c) for c in command), flush=True)
+    if done and os.path.exists(done):
+        print(f"  (skipped: {done} exists)", flush=True)
+        return
     start = time.time()
     result = subprocess.run([sys.executable, *command], cwd=ROOT)
     if result.returncode:
@@ -72,24 +77,29 @@ def main():
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     results = os.path.join(args.runs, "results")
-    timings = {}
+    old = os.path.join(PUBLISH, "timings.json")
+    timings = json.load(open(old)) if os.path.exists(old) else {}
     workdirs = {m: os.path.join(args.runs, f"camvid_{m}") for m in MODELS}
     for m in MODELS:
         run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m]],
             timings, f"train_{m} (this call; a resumed run counts only its last part)")
     checkpoints = [a for m in MODELS for a in ("--checkpoint", workdirs[m], "--name", NAMES[m])]
     for name, extra in EVALUATIONS.items():
-        run(["evaluate.py", *checkpoints, *DATA, "--eps", EPS, *extra,
-             "--output", os.path.join(results, name)], timings, name)
+        out = os.path.join(results, name)
+        run(["evaluate.py", *checkpoints, *DATA, "--eps", EPS, *extra, "--output", out],
+            timings, name, done=os.path.join(out, "results.json"))
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     synth = {
         "inpaint_boxes": ["inpaint", *index(SPREAD), "--mask", "random:2", *INPAINT],
         "inpaint_cars": ["inpaint", *index(car_images()), "--mask", f"class:{CAR}", *INPAINT],
         "generate": ["generate", *index(SPREAD), *GENERATE],
+        # Santurkar's recipe as published (720 steps, lam 10, step 0.1 scaled to the image).
+        "inpaint_cars_recipe": ["inpaint", *index(car_images()), "--mask", f"class:{CAR}"],
     }
     for name, extra in synth.items():
-        run(["synthesize.py", extra[0], *checkpoints, *DATA, *extra[1:],
-             "--output", os.path.join(results, name)], timings, name)
+        out = os.path.join(results, name)
+        run(["synthesize.py", extra[0], *checkpoints, *DATA, *extra[1:], "--output", out],
+            timings, name, done=os.path.join(out, "metrics.json"))
     publish(results, timings)
 
 
@@ -103,7 +113,7 @@ def publish(results, timings):
             source = os.path.join(results, name, filename)
             if os.path.exists(source):
                 shutil.copy(source, os.path.join(PUBLISH, f"{name}_{filename}"))
-    for name in ("inpaint_boxes", "inpaint_cars", "generate"):
+    for name in SYNTHESES:
         shutil.copy(os.path.join(results, name, "metrics.json"),
                     os.path.join(PUBLISH, f"{name}_metrics.json"))
         grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
@@ -139,7 +149,7 @@ def summary(directory=PUBLISH):
         lines.append(f"| {255 * point['eps']:.0f}/255 | " + " | ".join(cells) + " |")
     lines += ["", "| synthesis | model | PSNR | low-pass PSNR | SSIM | hole acc | HF ratio |",
               "|---|---|---|---|---|---|---|"]
-    for name in ("inpaint_boxes", "inpaint_cars", "generate"):
+    for name in SYNTHESES:
         s = load(f"{name}_metrics.json")["summary"]
         for m in ["start"] + [NAMES[m] for m in MODELS]:
             q = s[m]

@@ -33,7 +33,7 @@ def test_summary_table_reads_every_result(tmp_path):
     write("eval_curve_curve.json", {"curves": {"standard": curve(0.9), "AT": curve(0.85)}})
     quality = lambda psnr: {"psnr": psnr, "psnr_lowpass": psnr + 1, "ssim": 0.5,  # noqa: E731
                             "hole_accuracy": 0.75, "high_frequency": 0.25}
-    for name in ("inpaint_boxes", "inpaint_cars", "generate"):
+    for name in driver.SYNTHESES:
         write(f"{name}_metrics.json", {"summary": {
             "start": quality(10.0), "standard": quality(11.0), "AT": quality(12.5)}})
 
