@@ -206,10 +206,6 @@ def target_and_hole(args, image, label, info, seed):
     return target, hole, "inpaint"
 
 
-def largest_divisor(steps, at_most):
-    return max(d for d in range(1, max(1, min(steps, at_most)) + 1) if steps % d == 0)
-
-
 def settings(args, kind, shape):
     """Keyword arguments for `synthesis.run`, validated (all JSON-able)."""
     recipe = synthesis.RECIPES[kind]
@@ -229,7 +225,7 @@ def settings(args, kind, shape):
         radius = number(args.radius, "radius")
     if args.frames < 1:
         raise JaxsegError(f"--frames must be >= 1, got {args.frames}")
-    frames = largest_divisor(steps, args.frames) if args.gif else 0
+    frames = synthesis.largest_divisor(steps, args.frames) if args.gif else 0
     options = dict(steps=steps, step_size=step_size, lam=lam, rule=args.rule, radius=radius,
                    penalty=args.penalty, jitter=number(args.jitter, "jitter"), bn=args.bn,
                    frames=frames, unroll=attacks.UNROLL_CHOICES[args.unroll])

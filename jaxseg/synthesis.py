@@ -236,12 +236,14 @@ def _descend(objective, centre, start, key, *, steps, rule, step_size, radius, f
     return x, traces.reshape(steps, -1), snapshots
 
 
-def _from(start, resume):
-    return start if resume is None else jnp.asarray(resume, jnp.float32)
-
-
-def _step_size(kind, images, rule, step_size):
-    return default_step_size(kind, images.shape, rule) if step_size is None else step_size
+def _synthesize(kind, objective, centre, start, key, images, *, resume, step_size, rule,
+                **descent):
+    """The descent shared by `inpaint` and `generate`, from `resume` if given, else `start`."""
+    step_size = default_step_size(kind, images.shape, rule) if step_size is None else step_size
+    first = start if resume is None else jnp.asarray(resume, jnp.float32)
+    x, trace, snapshots = _descend(objective, centre, first, jax.random.fold_in(key, 1),
+                                   rule=rule, step_size=step_size, **descent)
+    return Synthesis(x, start, trace, snapshots)
 
 
 def inpaint(logits_fn, images, labels, mask, key, *, lam=RECIPES["inpaint"]["lam"],
@@ -268,12 +270,9 @@ def inpaint(logits_fn, images, labels, mask, key, *, lam=RECIPES["inpaint"]["lam
     mask = _as_mask(mask, images)
     filled, start = start_point("inpaint", images, mask, key, jitter)
     objective = inpaint_objective(logits_fn, filled, labels, mask, lam, penalty)
-    x, trace, snapshots = _descend(objective, filled, _from(start, resume),
-                                   jax.random.fold_in(key, 1),
-                                   steps=steps, rule=rule, radius=radius, frames=frames,
-                                   unroll=unroll,
-                                   step_size=_step_size("inpaint", images, rule, step_size))
-    return Synthesis(x, start, trace, snapshots)
+    return _synthesize("inpaint", objective, filled, start, key, images, resume=resume,
+                       step_size=step_size, rule=rule, steps=steps, radius=radius,
+                       frames=frames, unroll=unroll)
 
 
 def generate(logits_fn, images, labels, key, *, steps=RECIPES["generate"]["steps"],
@@ -285,12 +284,9 @@ def generate(logits_fn, images, labels, key, *, steps=RECIPES["generate"]["steps
     images = jnp.asarray(images, jnp.float32)
     centre, start = start_point("generate", images, None, key, jitter)
     objective = generate_objective(logits_fn, labels)
-    x, trace, snapshots = _descend(objective, centre, _from(start, resume),
-                                   jax.random.fold_in(key, 1),
-                                   steps=steps, rule=rule, radius=radius, frames=frames,
-                                   unroll=unroll,
-                                   step_size=_step_size("generate", images, rule, step_size))
-    return Synthesis(x, start, trace, snapshots)
+    return _synthesize("generate", objective, centre, start, key, images, resume=resume,
+                       step_size=step_size, rule=rule, steps=steps, radius=radius,
+                       frames=frames, unroll=unroll)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,11 +391,15 @@ def _start_jit(kind, images, mask, key, jitter):
     return start_point(kind, images, mask, key, jitter)[1]
 
 
+def largest_divisor(n, at_most):
+    """The largest divisor of n that is <= at_most (at least 1)."""
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
+
+
 def chunk_size(steps, frames=0):
     """Steps per compiled program when `run` chains unrolled descents on the host: the largest
     divisor of the steps (of each frame's steps) up to `attacks.UNROLL_LIMIT`."""
-    per_frame = steps // frames if frames else steps
-    return max(d for d in range(1, min(per_frame, attacks.UNROLL_LIMIT) + 1) if per_frame % d == 0)
+    return largest_divisor(steps // frames if frames else steps, attacks.UNROLL_LIMIT)
 
 
 def _run_chunked(call, options, chunk, start):
