@@ -1,35 +1,8 @@
-"""Train an FCN, standard or adversarial, on one device, many, or many hosts.
+"""Shim: `python train.py ...` runs jaxseg.cli.train (see `python train.py --help`)."""
 
-    python train.py --config configs/demo.py --workdir workdirs/demo [--config.steps=300 ...]
-
-Multi-host: run the same command on every host with --coordinator HOST:PORT --num-processes N
---process-id I (or let JAX read its usual environment variables). Re-running with the same
-workdir resumes from its latest checkpoint. SIGTERM / SIGINT save a checkpoint and exit.
-"""
-
-import argparse
 import sys
 
-from jaxseg import configfile, trainer
-from jaxseg.errors import cli_guard
-
-
-@cli_guard
-def main(argv=None):
-    argv, overrides = configfile.split_overrides(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="a configs/*.py file")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    parser.add_argument("--num-processes", type=int, default=None)
-    parser.add_argument("--process-id", type=int, default=None)
-    args = parser.parse_args(argv)
-    trainer.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    config = configfile.apply_overrides(configfile.load(args.config), overrides)
-    result = trainer.train(config, args.workdir)
-    print(f"trained {result['model'].arch} to step {result['step']}: {args.workdir}")
-    return 0
-
+from jaxseg.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 """PGD-10 L-inf attack speed: jaxseg vs torchattacks on the same ported FCN-ResNet50 weights.
 
-    .venv/bin/python bench/attack_speed.py                      # batch 4, 224x224, fp32 + bf16
-    .venv/bin/python bench/attack_speed.py --repeats 1 --xla-flags=--xla_cpu_use_onednn=true
+    .venv/bin/python -m bench.attack_speed                      # batch 4, 224x224, fp32 + bf16
+    .venv/bin/python -m bench.attack_speed --repeats 1 --xla-flags=--xla_cpu_use_onednn=true
 
 Both libraries attack [0,1] pixels of the same images with the same model (torchvision
 fcn_resnet50 with random weights, ported to Flax; labels = the clean prediction), eps 8/255,
@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def parse_args():
@@ -86,12 +85,12 @@ def main():
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests"))
-    import torch_reference as tr  # the torchvision import shim (test/bench only)
     import torchattacks
 
-    from jaxseg import attacks, losses, models, port
+    from jaxseg import attacks, models
+    from jaxseg.attacks import losses
+    from jaxseg.models import port
+    from tests.helpers import torch_reference as tr  # the torchvision import shim (test/bench only)
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)

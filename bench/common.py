@@ -1,13 +1,9 @@
-"""Shared by the benchmarks: access to the test references (torchvision with its import shim,
-the torchattacks wrapper) and side-by-side timing."""
+"""Shared by the benchmarks: side-by-side timing. (The torchvision references with their import
+shim live in tests/helpers/torch_reference.py; run benchmarks as `python -m bench.NAME` from the
+repository root so that both packages import.)"""
 
-import os
 import statistics
-import sys
 import time
-
-# `import torch_reference` (test-only helpers) works in every benchmark that imports this module.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 
 def interleaved_medians(functions, repeats):

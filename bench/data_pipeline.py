@@ -3,7 +3,7 @@ standard training step (fcn_resnet26_w16, forward + backward + SGD, same batch) 
 The loader should not be the bottleneck: its rate alone must exceed the step's, and feeding the
 step from the loader should run about as fast as the step on a fixed batch.
 
-    .venv/bin/python bench/data_pipeline.py [--root ../shared/data/camvid] [--batch 8]
+    .venv/bin/python -m bench.data_pipeline [--root ../shared/data/camvid] [--batch 8]
         [--threads 2] [--batches 40] [--steps 12]
 
 Augmentation as torchvision's reference, scaled to CamVid: short side resized to a random length

@@ -1,21 +1,17 @@
 """Forward time of FCN-ResNet50 (eval mode), jaxseg vs torchvision, on the same weights.
 
-    .venv/bin/python bench/forward_speed.py [--batch 1] [--size 224] [--repeats 20]
+    .venv/bin/python -m bench.forward_speed [--batch 1] [--size 224] [--repeats 20]
 """
 
 import argparse
-import os
-import sys
 
 import jax
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import interleaved_medians  # noqa: E402
-from torch_reference import fcn_resnet50  # noqa: E402
-
-from jaxseg import port  # noqa: E402
+from bench.common import interleaved_medians
+from jaxseg.models import port
+from tests.helpers.torch_reference import fcn_resnet50
 
 
 def main():

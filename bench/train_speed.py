@@ -5,26 +5,24 @@ CE + 0.5 aux CE; the adversary is L-inf PGD eps 8/255, step 2/255, 3 steps, rand
 BatchNorm in inference mode during the attack (torchattacks' default). Steps are interleaved
 and the median of each is reported.
 
-    .venv/bin/python bench/train_speed.py [--batch 4] [--size 224] [--repeats 5]
+    .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5]
 """
 
 import argparse
-import os
-import sys
 
 import jax
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import interleaved_medians  # noqa: E402
-from torch_reference import PixelLogits, fcn_resnet50  # noqa: E402
+import torchattacks
 
-from jaxseg import config as base_config  # noqa: E402
-from jaxseg import optim, parallel, port, training  # noqa: E402
-
-import torchattacks  # noqa: E402
-from torch_reference import normalize  # noqa: E402
+from bench.common import interleaved_medians
+from jaxseg import config as base_config
+from jaxseg import runtime as parallel
+from jaxseg.models import port
+from jaxseg.train import optim
+from jaxseg.train import state as training
+from tests.helpers.torch_reference import PixelLogits, fcn_resnet50, normalize
 
 
 def torch_step(fcn, optimizer, attack):

@@ -4,15 +4,11 @@ step size 2.5 * eps / 3 from a random start. Same architecture and budget as cam
     python train.py --config configs/camvid_at.py --workdir workdirs/camvid_at
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from camvid_standard import get_config as standard  # noqa: E402
+from . import camvid_standard
 
 
 def get_config():
-    config = standard()
+    config = camvid_standard.get_config()
     config.adv.mode = "pgd"
     config.adv.attack = "pgd"
     config.adv.fraction = 1.0

@@ -5,15 +5,11 @@
         --config.data.train=coco:/data/coco --config.model.init=ckpt/imagenet_r101
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from coco_fcn50_at import get_config as at50  # noqa: E402
+from . import coco_fcn50_at
 
 
 def get_config():
-    config = at50()
+    config = coco_fcn50_at.get_config()
     config.model.arch = "fcn_resnet101"
     config.epochs = 3
     return config

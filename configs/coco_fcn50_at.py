@@ -7,15 +7,11 @@ random start, every example replaced (Madry). Change with --config.adv.eps=4/255
         --config.data.train=coco:/data/coco --config.model.init=ckpt/imagenet_r50
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from coco_fcn50_standard import get_config as standard  # noqa: E402
+from . import coco_fcn50_standard
 
 
 def get_config():
-    config = standard()
+    config = coco_fcn50_standard.get_config()
     config.epochs = 9
     config.adv.mode = "pgd"
     config.adv.attack = "pgd"

@@ -10,14 +10,14 @@ its inpainting lost to the mean fill on PSNR; at 16/255 it paints smooth, class-
 The standard model gets the same architecture and number of steps.
 """
 
-from jaxseg.config import base
+from . import quick
 
 
 def get_config():
-    config = base()
+    config = quick.get_config()  # the built-in scenes, at a size and length that show something
     config.model.arch = "fcn_resnet26_w16"
     config.data.train = "synthetic"
-    config.data.kwargs.size = (64, 64)
+    config.data.kwargs = {"size": (64, 64)}
     config.data.crop_size = (64, 64)
     config.data.short_side_range = (54, 80)
     config.batch_size = 8
@@ -26,10 +26,12 @@ def get_config():
     config.adv.eps = 16 / 255
     config.adv.steps = 2
     config.checkpoint.every = 400
+    config.log_every = 10
     # demo.py evaluates both models itself (clean and PGD); the trainer's own evaluation only
     # runs at the end, clean, for its sample images
     config.eval.every = 100000
     config.eval.attack = ""
     config.eval.num_images = 16
     config.eval.batch_size = 8
+    config.eval.samples = 4
     return config

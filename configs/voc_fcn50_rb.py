@@ -7,15 +7,11 @@ PASCAL VOC 2012 (standard training), with the same torchvision recipe as the "Pr
         --config.data.train=voc:/data/VOCdevkit/VOC2012 --config.model.init=ckpt/rb_init
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from coco_fcn50_standard import get_config as pre_recipe  # noqa: E402
+from . import coco_fcn50_standard
 
 
 def get_config():
-    config = pre_recipe()
+    config = coco_fcn50_standard.get_config()
     config.data.train = "voc:/data/VOCdevkit/VOC2012"
     config.data.eval_pad_to = (520, 1040)  # VOC images are at most 500 px a side
     config.epochs = 20

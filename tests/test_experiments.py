@@ -4,7 +4,9 @@ import importlib.util
 import json
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import paths
+
+ROOT = str(paths.REPO)
 
 
 def _load_driver():

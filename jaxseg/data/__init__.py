@@ -11,7 +11,7 @@ A dataset item is {"image": uint8 [H,W,3], "label": uint8 [H,W] (255 = ignore), 
 every dataset has `.info` (class names, palette) and `len()` / `[i]`. See docs/data.md.
 """
 
-from jaxseg.data.base import IGNORE, DatasetInfo, PairDataset, default_palette
+from jaxseg.data.base import IGNORE, DatasetInfo, PairDataset, Subset, default_palette
 from jaxseg.data.coco import VOC_CATEGORIES, coco_voc
 from jaxseg.data.folders import CAMVID_INFO, VOC_INFO, camvid, list_dataset, voc
 from jaxseg.data.pipeline import Loader, Shard, eval_loader, to_global, train_loader
@@ -20,7 +20,7 @@ from jaxseg.data.tfds import tfds_dataset, write_tfds
 from jaxseg.errors import JaxsegError
 
 __all__ = [
-    "IGNORE", "DatasetInfo", "PairDataset", "default_palette", "VOC_CATEGORIES", "coco_voc",
+    "IGNORE", "DatasetInfo", "PairDataset", "Subset", "default_palette", "VOC_CATEGORIES", "coco_voc",
     "CAMVID_INFO", "VOC_INFO", "camvid", "list_dataset", "voc", "Loader", "Shard", "eval_loader",
     "to_global", "train_loader", "SyntheticScenes", "tfds_dataset", "write_tfds", "get_dataset",
     "DATASETS",

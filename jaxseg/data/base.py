@@ -18,11 +18,11 @@ import os
 import threading
 
 import numpy as np
-from PIL import Image
 
 from jaxseg.errors import JaxsegError
+from jaxseg.io import read_image, read_label_values  # noqa: F401  (read_image: re-exported)
+from jaxseg.labels import IGNORE
 
-IGNORE = 255
 log = logging.getLogger("jaxseg.data")
 
 
@@ -89,31 +89,9 @@ def remap_table(num_classes, remap=None):
     return table
 
 
-def read_image(path):
-    """uint8 [H, W, 3] RGB pixels; a JaxsegError naming the file if it cannot be decoded."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # decodes now, so truncation is caught here
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise JaxsegError(f"image file not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise JaxsegError(f"cannot read image {path}: {err}") from None
-
-
 def read_label(path, table, num_classes):
     """uint8 [H, W] class ids (255 ignore) via the remap `table`; errors name file and value."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("L", "P", "I;16", "I"):
-                raise JaxsegError(f"label {path} has image mode {img.mode!r}; expected a "
-                                  "single-channel ('L') or palette ('P') PNG of class ids")
-            raw = np.asarray(img)
-    except FileNotFoundError:
-        raise JaxsegError(f"label file not found: {path}") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise JaxsegError(f"cannot read label {path}: {err}") from None
+    raw = read_label_values(path)
     if raw.dtype != np.uint8:
         if raw.size and (raw.min() < 0 or raw.max() > 255):
             bad = raw.max() if raw.max() > 255 else raw.min()
@@ -205,3 +183,19 @@ class PairDataset:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.info.name!r}, {len(self)} examples)"
+
+
+class Subset:
+    """The first `count` examples of a dataset (a held-out evaluation subset, `--num-images`)."""
+
+    def __init__(self, dataset, count):
+        self.dataset, self.count = dataset, min(int(count), len(dataset))
+        self.info = dataset.info
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.dataset[index]

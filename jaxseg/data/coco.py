@@ -12,26 +12,24 @@ Semantics (torchvision `references/segmentation/coco_utils.py`):
 
 Layout: `<root>/annotations/instances_<split>2017.json` and `<root>/<split>2017/*.jpg`.
 Prebuild the cache (optional; it is built on first use otherwise):
-    python -m jaxseg.data.coco /data/coco --split train --cache /data/coco_voc21 --workers 8
+    python -m jaxseg.cli.coco /data/coco --split train --cache /data/coco_voc21 --workers 8
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import multiprocessing
 import os
-import sys
 import warnings
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as coco_mask
 
 from jaxseg.data.base import IGNORE, PairDataset, require_dir, require_file
 from jaxseg.data.folders import VOC_INFO
-from jaxseg.errors import JaxsegError, cli_guard
+from jaxseg.errors import JaxsegError
+from jaxseg.io import save_png, write_json
 
 # COCO category ids of background + the 20 VOC classes, in VOC order.
 VOC_CATEGORIES = (0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
@@ -110,9 +108,7 @@ def label_map(anns, height, width):
 
 
 def _write_png_atomic(array, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    save_png(array, path)
 
 
 def _convert_one(job):
@@ -151,7 +147,7 @@ def build_cache(ann_file, split, cache_dir, workers=1, log=print):
                      int(image["width"])))
     log(f"coco {split}: converting {len(jobs)} of {len(images)} images into {cache_dir}")
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
             for _ in pool.imap_unordered(_convert_one, jobs, chunksize=16):
                 pass
     else:
@@ -159,10 +155,7 @@ def build_cache(ann_file, split, cache_dir, workers=1, log=print):
             _convert_one(job)
     index = {"fingerprint": _fingerprint(ann_file), "split": split, "images": entries,
              "num_images_in_json": len(images), "dropped": len(images) - len(entries)}
-    tmp = os.path.join(cache_dir, f"index.json.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(index, f)
-    os.replace(tmp, os.path.join(cache_dir, "index.json"))
+    write_json(os.path.join(cache_dir, "index.json"), index)
     return index
 
 
@@ -194,20 +187,3 @@ def coco_voc(root, split="train", *, cache_dir=None, ann_file=None, image_dir=No
     dataset = PairDataset(pairs, VOC_INFO, skip_bad=skip_bad, source=ann_file)
     dataset.dropped = index["dropped"]
     return dataset
-
-
-@cli_guard
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Convert COCO 2017 instance annotations to "
-                                     "21-class VOC label maps (cached PNGs).")
-    parser.add_argument("root", help="COCO root with annotations/ and <split>2017/")
-    parser.add_argument("--split", default="train", choices=("train", "val"))
-    parser.add_argument("--cache", default=None, help="cache folder (default ~/.cache/jaxseg)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-    dataset = coco_voc(args.root, args.split, cache_dir=args.cache, workers=args.workers)
-    print(f"coco {args.split}: {len(dataset)} images kept, {dataset.dropped} dropped")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

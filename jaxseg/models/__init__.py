@@ -1,41 +1,18 @@
-"""Flax segmentation models, torchvision-exact.
+"""Flax segmentation models, torchvision-exact, and their weights in and out.
 
     model = jaxseg.models.fcn("fcn_resnet50", num_classes=21)
     variables = jaxseg.models.init(model, jax.random.key(0))
     logits = model.apply(variables, images, train=False)["out"]
+    jaxseg.models.save("ckpt/mine", model, variables); model, variables = jaxseg.models.load("ckpt/mine")
+
+Porting from / to torchvision and the robustness library: `jaxseg.models.port`
+(`python -m jaxseg.cli.port`).
 """
 
-import jax
-import jax.numpy as jnp
-
-from jaxseg.errors import JaxsegError
+from jaxseg.models.build import fcn, from_config, init, model_config
+from jaxseg.models.checkpoint import load, load_config, resolve, save
 from jaxseg.models.fcn import ARCHS, FCN, FCNHead, resize_bilinear
 from jaxseg.models.resnet import Bottleneck, ResNet
 
 __all__ = ["ARCHS", "FCN", "FCNHead", "ResNet", "Bottleneck", "fcn", "init", "model_config",
-           "from_config", "resize_bilinear"]
-
-
-def fcn(arch, num_classes=21, aux=True, dtype=None):
-    """Build an FCN by architecture name (see `ARCHS`)."""
-    if arch not in ARCHS:
-        raise JaxsegError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise JaxsegError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return FCN(arch=arch, num_classes=num_classes, aux=aux, dtype=dtype)
-
-
-def init(model, key, image_size=(64, 64)):
-    """Fresh variables {'params', 'batch_stats'} (He init as torchvision's is not needed: the
-    port overwrites whatever it brings)."""
-    dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
-    return jax.jit(lambda k: model.init(k, dummy, train=False))(key)
-
-
-def model_config(model):
-    """The plain dict a checkpoint stores to rebuild `model`."""
-    return {"arch": model.arch, "num_classes": model.num_classes, "aux": model.aux}
-
-
-def from_config(config):
-    return fcn(config["arch"], int(config["num_classes"]), bool(config.get("aux", True)))
+           "from_config", "resize_bilinear", "load", "load_config", "resolve", "save"]

@@ -14,6 +14,7 @@ from jaxseg.models.resnet import ResNet, batch_norm, conv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDE = 8  # of every FCN here (dilated layer3 and layer4)
 
 # Bottleneck blocks per stage and stem width. 50/101 are torchvision's; the small ones use the
 # same code with fewer blocks and narrower stages, for CPU-scale experiments and fast tests.

@@ -1,0 +1,239 @@
+"""The training loop: data, the jitted step over a mesh, checkpoints and resume, signals, NaN
+guard, logging (progress bar, JSON lines, optional TensorBoard) and periodic evaluation.
+
+    train(config, workdir)   # config: jaxseg.config.base() with experiment changes
+
+Workdir: checkpoints/<step>/ (orbax), metrics.jsonl, samples/step_<N>.png, config.json.
+Re-running with the same workdir resumes from the latest checkpoint: parameters, optimizer
+state, PRNG key and the data iterator's position, so an interrupted run continues exactly.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import attacks, data, evaluation, io, labels, models, runtime, viz
+from jaxseg.train import optim
+from jaxseg.train import state as training
+from jaxseg.train.checkpoint import TrainCheckpoints
+from jaxseg.errors import JaxsegError
+
+
+class StopSignals:
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and returns at the next step."""
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling there
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class MetricsLog:
+    """JSON lines in the workdir (process 0 only), and TensorBoard events when tensorboardX is
+    installed."""
+
+    def __init__(self, workdir):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.writer = None
+        if self.enabled:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step, kind, values):
+        if not self.enabled:
+            return
+        record = {"step": int(step), "kind": kind, "time": round(time.time(), 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{kind}/{name}", value, step)
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _datasets(config):
+    kwargs = config.data.kwargs.to_dict()
+    train_ds = data.get_dataset(config.data.train, config.data.train_split, **kwargs)
+    eval_ds = data.get_dataset(config.data.eval or config.data.train, config.data.eval_split, **kwargs)
+    labels.check_num_classes(eval_ds.info.num_classes, train_ds.info.num_classes,
+                             f"eval data {config.data.eval or config.data.train}", "train data")
+    return train_ds, data.Subset(eval_ds, config.eval.num_images)
+
+
+def _model_and_variables(config, num_classes):
+    wanted = config.model.num_classes
+    if wanted is not None and wanted != num_classes:
+        raise JaxsegError(f"model.num_classes={wanted} but the data has {num_classes} classes")
+    dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(config.model.dtype, "bad")
+    if dtype == "bad":
+        raise JaxsegError(f"model.dtype must be float32 or bfloat16, got {config.model.dtype!r}")
+    if config.model.init:
+        loaded, variables = models.load(config.model.init)
+        labels.check_num_classes(loaded.num_classes, num_classes, config.model.init, "the data")
+        if loaded.arch != config.model.arch:
+            raise JaxsegError(f"{config.model.init}: checkpoint is a {loaded.arch}, config asks "
+                              f"for {config.model.arch}")
+        model = models.fcn(loaded.arch, num_classes, loaded.aux, dtype)
+        return model, variables
+    model = models.fcn(config.model.arch, num_classes, config.model.aux, dtype)
+    return model, models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
+
+
+def _eval_specs(config):
+    specs = {"clean": None}
+    if config.eval.attack:
+        eps = config.adv.eps if config.eval.eps is None else config.eval.eps
+        specs[config.eval.attack] = attacks.make(config.eval.attack, eps=eps, steps=config.eval.steps)
+    return specs
+
+
+def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir):
+    loader = lambda: data.eval_loader(eval_ds, config.eval.batch_size,  # noqa: E731
+                                      short_side=config.data.eval_short_side,
+                                      pad_to=config.data.eval_pad_to)
+    results = {}
+    for name, spec in specs.items():
+        results[name] = evaluation.evaluate(model, variables, loader(), {name: spec},
+                                            jax.random.key(step), mesh,
+                                            eval_ds.info.class_names)[name]
+        log.write(step, f"eval_{name}", {"pixel_acc": results[name]["pixel_acc"],
+                                         "miou": results[name]["miou"]})
+    if config.eval.samples and jax.process_index() == 0:
+        batch = next(iter(loader()))
+        count = min(config.eval.samples, int(np.sum(batch["valid"])))
+        viz.save_predictions(
+            os.path.join(workdir, "samples", f"step_{step:06d}.png"), model, variables,
+            batch["image"][:count], batch["label"][:count], eval_ds.info, specs)
+    return results
+
+
+def train(config, workdir):
+    """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
+    training.adversary(config.adv)  # validate the attack settings before any work
+    specs = _eval_specs(config)
+    train_ds, eval_ds = _datasets(config)
+    model, variables = _model_and_variables(config, train_ds.info.num_classes)
+    os.makedirs(workdir, exist_ok=True)
+    mesh = runtime.make_mesh()
+    batch_sharding = runtime.batch_sharding(mesh)
+
+    loader = data.train_loader(train_ds, config.batch_size, tuple(config.data.crop_size),
+                               short_side_range=config.data.short_side_range,
+                               flip_prob=config.data.flip_prob, seed=config.seed,
+                               num_workers=config.data.workers)
+    if config.epochs is not None:
+        config.steps = config.epochs * loader.steps_per_epoch
+    if config.steps < 1:
+        raise JaxsegError(f"steps must be >= 1, got {config.steps}")
+    replays = config.adv.replays if config.adv.mode == "free" else 1
+    tx = optim.make_optimizer(config.optim, config.steps * replays)
+    free_shape = None
+    if config.adv.mode == "free":
+        free_shape = (config.batch_size, *tuple(config.data.crop_size), 3)
+    state = training.create_state(variables, tx, jax.random.key(config.seed), free_shape)
+    state = jax.device_put(state, training.state_shardings(mesh, state))
+
+    checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), model,
+                                              keep=config.checkpoint.keep)
+    start = checkpoints.latest_step() or 0
+    if start:
+        restored_vars, restored_train, data_state = checkpoints.restore(
+            start, state.variables, _train_items(state))
+        state = state.replace(**restored_vars, **restored_train)
+        loader.set_state(data_state)
+    log = MetricsLog(workdir)
+    if jax.process_index() == 0:
+        io.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+
+    step_fn = training.compile_step(training.make_train_step(model, tx, config), mesh, state)
+    save = lambda step: checkpoints.save(step, state.variables, _train_items(state),  # noqa: E731
+                                         loader.get_state(), config.to_dict())
+    progress = _progress(start, config.steps)
+    pending, last_good, stopped_by = [], start, None
+    with StopSignals() as signals:
+        for step in range(start + 1, config.steps + 1):
+            batch = data.to_global(next(loader), batch_sharding)
+            state, metrics = step_fn(state, batch["image"], batch["label"])
+            pending.append(metrics)
+            progress.update(1)
+            boundary = step % config.log_every == 0 or step % config.checkpoint.every == 0
+            if boundary or step == config.steps or signals.received:
+                _check_and_log(pending, step, log, progress, last_good)
+                pending = []
+            if step % config.checkpoint.every == 0 or step == config.steps or signals.received:
+                save(step)
+                last_good = step
+            if step % config.eval.every == 0 or step == config.steps:
+                _evaluate(model, state.variables, config, eval_ds, specs, mesh, step, log, workdir)
+            if signals.received:
+                stopped_by = signals.received
+                break
+    checkpoints.wait()
+    checkpoints.close()
+    progress.close()
+    log.close()
+    loader.close()
+    if stopped_by:
+        print(f"stopped by {stopped_by} after step {last_good}; checkpoint saved in {workdir}",
+              file=sys.stderr)
+    return {"step": last_good, "stopped_by": stopped_by, "model": model, "state": state}
+
+
+def _train_items(state):
+    """The non-variable part of the state, as orbax saves it (no None leaves)."""
+    items = {"step": state.step, "opt_state": state.opt_state, "key": state.key}
+    if state.free_delta is not None:
+        items["free_delta"] = state.free_delta
+    return items
+
+
+def _check_and_log(pending, step, log, progress, last_good):
+    """Fetch the metrics of the last steps; stop on a non-finite loss (the state is unchanged by
+    such a step, and nothing is saved after it)."""
+    values = jax.device_get(pending)
+    for offset, metrics in enumerate(values):
+        if not metrics["finite"]:
+            bad = step - len(values) + offset + 1
+            raise JaxsegError(f"loss is {float(metrics['loss'])} at step {bad}; stopped, the last "
+                              f"good checkpoint is step {last_good}")
+    loss = float(np.mean([m["loss"] for m in values]))
+    acc = float(np.mean([m["pixel_acc"] for m in values]))
+    log.write(step, "train", {"loss": loss, "pixel_acc": acc})
+    progress.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+
+
+def _progress(start, total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                disable=jax.process_index() != 0, file=sys.stderr)

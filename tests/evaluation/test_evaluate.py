@@ -1,0 +1,94 @@
+"""evaluate.py end to end on a torchvision-format checkpoint brought in with jaxseg.cli.port."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from jaxseg import evaluation, models
+from jaxseg.models import port
+from tests.helpers import paths
+
+REPO = str(paths.REPO)
+SYNTHETIC = ["--data", "synthetic", "--data-arg", "size=(32,32)", "--num-images", "6",
+             "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def ported(tmp_path_factory):
+    """A torchvision-layout .pth (7 synthetic classes) ported with the CLI, as a user would."""
+    root = tmp_path_factory.mktemp("ported")
+    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    state = port.to_state_dict(models.init(model, jax.random.key(0)))
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, root / "model.pth")
+    result = subprocess.run([sys.executable, "-m", "jaxseg.cli.port", "import", str(root / "model.pth"),
+                             str(root / "ckpt")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return root / "ckpt"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_table_json_and_curve(ported, tmp_path):
+    out = tmp_path / "eval"
+    result = run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--attack", "fgsm",
+                 "--attack", "pgd", "--steps", "2", "--eps-curve", "0,8/255", "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["curve.json", "curve.png", "results.json", "results.md"]
+    table = (out / "results.md").read_text()
+    assert "| Pre | clean |" in table and "| Pre | fgsm |" in table and "| Pre | pgd |" in table
+    report = json.loads((out / "results.json").read_text())
+    clean = report["results"]["Pre"]["clean"]
+    assert report["images"] == 6 and clean["pixels"] == 6 * 32 * 32
+    assert set(clean["iou"]) == {"background", "disc", "ring", "box", "tile", "triangle", "star"}
+    curve = json.loads((out / "curve.json").read_text())["curves"]["Pre"]
+    # eps 0 is the clean model: the curve's first point equals the clean row.
+    assert curve[0]["eps"] == 0 and curve[0]["pixel_acc"] == pytest.approx(clean["pixel_acc"])
+
+
+def test_split_metrics_equal_one_big_confusion(ported):
+    """Batching and padding do not change the metrics: 6 images in batches of 4 (2 padded
+    blanks) give the confusion matrix of the whole split computed at once."""
+    from jaxseg import data
+    from jaxseg import models
+
+    model, variables = models.load(ported)
+    dataset = data.get_dataset("synthetic", "val", size=(32, 32), num_examples=6)
+    batched = evaluation.confusion_over(model, variables, data.eval_loader(dataset, 4))
+    items = [dataset[i] for i in range(6)]
+    images = np.stack([it["image"] for it in items]).astype(np.float32) / 255.0
+    labels = np.stack([it["label"] for it in items]).astype(np.int32)
+    whole = evaluation.confusion_over(model, variables, [{"image": images, "label": labels}])
+    np.testing.assert_array_equal(batched, whole)
+    assert batched.sum() == 6 * 32 * 32 - (labels == 255).sum()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "pgdx"], "unknown attack preset 'pgdx'"),
+    (["--eps", "-1"], "eps must be >= 0"),
+    (["--eps", "abc"], "--eps: not a number: 'abc'"),
+])
+def test_bad_arguments(ported, tmp_path, args, message):
+    result = run("--checkpoint", ported, *SYNTHETIC, *args, "--output", tmp_path / "o")
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_class_mismatch_and_missing_checkpoint(ported, tmp_path):
+    result = run("--checkpoint", ported, "--data", "camvid:../shared/data/camvid", "--output", tmp_path / "o")
+    assert result.returncode == 2 and "model has 7 classes, data camvid:" in result.stderr
+    result = run("--checkpoint", tmp_path / "none", *SYNTHETIC, "--output", tmp_path / "o")
+    assert result.returncode == 2 and "no such checkpoint directory" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,100 @@
+"""FCN models: torchvision parity, shapes, modes. Parity uses randomised torchvision weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxseg import JaxsegError, models
+from jaxseg.models import port
+from tests.helpers import torch_reference as tr
+
+
+def assert_parity(jax_out, torch_out):
+    for key in torch_out:
+        ours, ref = np.asarray(jax_out[key]), torch_out[key]
+        assert ours.shape == ref.shape
+        scale = np.abs(ref).max()
+        assert np.abs(ours - ref).max() <= 1e-4 * scale, key
+        np.testing.assert_array_equal(ours.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.parametrize(
+    "arch, size",
+    [("fcn_resnet50", (96, 128)), ("fcn_resnet50", (97, 131)), ("fcn_resnet101", (97, 131))],
+)
+def test_full_fcn_matches_torchvision(arch, size):
+    reference = tr.torch_fcn(arch, seed=1)
+    image = tr.camvid_image(*size)
+    model, variables, source = port.port(tr.state_numpy(reference))
+    assert (source, model.arch, model.num_classes, model.aux) == ("fcn", arch, 21, True)
+    assert_parity(model.apply(variables, image), tr.run_torch(reference, image))
+
+
+def test_fcn_without_aux_head_matches_torchvision():
+    reference = tr.torch_fcn("fcn_resnet50", seed=2, num_classes=5, aux=False)
+    image = tr.camvid_image(64, 80, index=3)
+    model, variables, _ = port.port(tr.state_numpy(reference))
+    assert (model.aux, model.num_classes) == (False, 5)
+    out = model.apply(variables, image)
+    assert set(out) == {"out"}
+    assert_parity(out, tr.run_torch(reference, image))
+
+
+@pytest.mark.parametrize("in_size, out_size", [((13, 17), (97, 131)), ((8, 8), (64, 64)),
+                                               ((31, 20), (7, 9)), ((5, 5), (5, 5))])
+def test_resize_bilinear_matches_torch_interpolate(in_size, out_size):
+    x = np.random.default_rng(0).normal(size=(2, *in_size, 3)).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=out_size,
+                                          mode="bilinear", align_corners=False)
+    ours = models.resize_bilinear(jnp.asarray(x), *out_size)
+    np.testing.assert_allclose(ours, ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["fcn_resnet26_w16", "fcn_resnet14_w8"])
+def test_small_variants_use_the_same_structure(arch):
+    model = models.fcn(arch, num_classes=7)
+    variables = models.init(model, jax.random.key(0), (40, 56))
+    out = model.apply(variables, jnp.full((2, 41, 57, 3), 0.5))
+    assert {k: v.shape for k, v in out.items()} == {"out": (2, 41, 57, 7), "aux": (2, 41, 57, 7)}
+    backbone = variables["params"]["backbone"]
+    blocks = models.ARCHS[arch]["blocks"]
+    assert sorted(k for k in backbone if k.startswith("layer")) == sorted(
+        f"layer{s + 1}_{i}" for s, n in enumerate(blocks) for i in range(n))
+    # torchvision's bottleneck layout: 1x1 -> 3x3 -> 1x1 with expansion 4, a downsample per stage.
+    width = models.ARCHS[arch]["base_width"]
+    assert backbone["layer4_0"]["conv3"]["kernel"].shape == (1, 1, 8 * width, 32 * width)
+    assert "downsample_conv" in backbone["layer1_0"] and "downsample_conv" not in backbone.get("layer1_1", {})
+
+
+def test_train_mode_updates_batch_stats_and_uses_dropout():
+    model = models.fcn("fcn_resnet14_w8", num_classes=3)
+    variables = models.init(model, jax.random.key(0), (32, 32))
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    apply = lambda key: model.apply(variables, x, train=True, mutable=["batch_stats"],  # noqa: E731
+                                    rngs={"dropout": key})
+    (out_a, state), (out_b, _) = apply(jax.random.key(2)), apply(jax.random.key(3))
+    assert not np.allclose(out_a["out"], out_b["out"])  # dropout differs per key
+    old = variables["batch_stats"]["backbone"]["bn1"]["mean"]
+    assert not np.allclose(state["batch_stats"]["backbone"]["bn1"]["mean"], old)
+    # Eval mode is deterministic and leaves statistics alone.
+    np.testing.assert_array_equal(model.apply(variables, x)["out"], model.apply(variables, x)["out"])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model32 = models.fcn("fcn_resnet14_w8", num_classes=4)
+    model16 = models.fcn("fcn_resnet14_w8", num_classes=4, dtype=jnp.bfloat16)
+    variables = models.init(model32, jax.random.key(0), (32, 32))
+    x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
+    out32, out16 = model32.apply(variables, x)["out"], model16.apply(variables, x)["out"]
+    assert out16.dtype == jnp.float32
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
+    assert np.abs(out16 - out32).max() <= 0.05 * np.abs(out32).max() + 1e-3
+
+
+def test_unknown_arch_and_bad_classes_are_user_errors():
+    with pytest.raises(JaxsegError, match="unknown arch 'fcn_resnet18'"):
+        models.fcn("fcn_resnet18")
+    with pytest.raises(JaxsegError, match="num_classes"):
+        models.fcn("fcn_resnet50", num_classes=0)

@@ -1,0 +1,218 @@
+"""Training: steps on fake data, NaN guard, device / process parallelism, kill and resume,
+bad configuration."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg import JaxsegError, models
+from jaxseg.train import loop as trainer
+from jaxseg.train import optim
+from jaxseg.train import state as training
+from jaxseg.train.checkpoint import TrainCheckpoints
+from tests.helpers import train_worker
+from tests.helpers import paths
+
+REPO = str(paths.REPO)
+WORKER = os.path.join(REPO, "tests", "helpers", "train_worker.py")
+
+
+def fake_batch(seed=0, n=4, size=32, classes=5):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, size, size, 3), np.float32)
+    labels = rng.integers(0, classes, (n, size, size)).astype(np.int32)
+    labels[:, :4] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    return model, models.init(model, jax.random.key(0), (32, 32))
+
+
+def one_step(tiny, mode, images, labels):
+    model, variables = tiny
+    config = train_worker.tiny_config()
+    config.adv.mode = mode
+    config.adv.steps = 2
+    config.adv.replays = 2
+    tx = optim.make_optimizer(config.optim, 10)
+    state = training.create_state(variables, tx, jax.random.key(1),
+                                  images.shape if mode == "free" else None)
+    step = jax.jit(training.make_train_step(model, tx, config))
+    return state, step(state, images, labels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["none", "pgd", "fgsm_rs", "free"])
+def test_one_step_updates_parameters(tiny, mode):
+    images, labels = fake_batch()
+    before, (after, metrics) = one_step(tiny, mode, images, labels)
+    assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
+    assert int(after.step) == (2 if mode == "free" else 1)
+    moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), before.params, after.params)
+    assert min(jax.tree_util.tree_leaves(moved)) > 0  # every parameter tensor learned something
+    if mode == "free":
+        assert 0 < float(jnp.abs(after.free_delta).max()) <= 8 / 255 + 1e-6
+
+
+@pytest.mark.slow
+def test_adversarial_batch_has_higher_loss_than_clean(tiny):
+    # Same parameters, same dropout key: the PGD batch must be harder than the clean one.
+    images, labels = fake_batch(1)
+    _, (_, clean) = one_step(tiny, "none", images, labels)
+    _, (_, adversarial) = one_step(tiny, "pgd", images, labels)
+    assert float(adversarial["loss"]) > float(clean["loss"])
+
+
+def test_non_finite_loss_leaves_the_state_unchanged_and_stops_the_loop(tiny):
+    images, labels = fake_batch(2)
+    images[0, 0, 0, 0] = np.nan
+    before, (after, metrics) = one_step(tiny, "none", images, labels)
+    assert not bool(metrics["finite"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before.params, after.params)
+    with pytest.raises(JaxsegError, match="loss is nan at step 7; stopped, the last good checkpoint is step 5"):
+        trainer._check_and_log([{"finite": True, "loss": 1.0, "pixel_acc": 0.5}, metrics], 7,
+                               None, None, last_good=5)
+
+
+def run_worker(workdir, output, *args, devices=1, **popen):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               PYTHONPATH=REPO)
+    return subprocess.Popen([sys.executable, WORKER, str(workdir), str(output), *map(str, args)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def finished(process, timeout=300):
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def assert_same_params(a, b, atol):
+    a, b = np.load(a), np.load(b)
+    assert set(a.files) == set(b.files)
+    for name in a.files:
+        np.testing.assert_allclose(a[name], b[name], atol=atol, rtol=0, err_msg=name)
+
+
+@pytest.mark.slow
+def test_one_device_and_eight_devices_train_alike(tmp_path):
+    # Adversarial mode: the attack and the step both run sharded over 8 devices.
+    runs = [run_worker(tmp_path / f"w{n}", tmp_path / f"p{n}.npz", "pgd", devices=n) for n in (1, 8)]
+    for run in runs:
+        finished(run)
+    assert_same_params(tmp_path / "p1.npz", tmp_path / "p8.npz", atol=1e-5)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_alike(tmp_path):
+    coordinator = f"127.0.0.1:{free_port()}"
+    # Each process holds one CPU device and half of every global batch.
+    runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", coordinator, i, 2)
+            for i in range(2)]
+    single = run_worker(tmp_path / "single", tmp_path / "single.npz", "none", devices=2)
+    for run in (*runs, single):
+        finished(run)
+    assert_same_params(tmp_path / "proc0.npz", tmp_path / "proc1.npz", atol=0)
+    assert_same_params(tmp_path / "proc0.npz", tmp_path / "single.npz", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
+    config = train_worker.tiny_config(steps=150)
+    config_path = tmp_path / "config.py"
+    config_path.write_text(
+        "import json, ml_collections\n"
+        f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    command = [sys.executable, "train.py", "--config", str(config_path)]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(command + ["--workdir", str(interrupted)], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = interrupted / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    stopped = TrainCheckpoints(interrupted / "checkpoints", None).latest_step()
+    assert 2 <= stopped < 150 and "stopped by SIGTERM" in err
+
+    resumed = subprocess.run(command + ["--workdir", str(interrupted)], cwd=REPO, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run(command + ["--workdir", str(tmp_path / "straight")], cwd=REPO,
+                              env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "tensorboard"))
+    _, a = models.load(interrupted)
+    _, b = models.load(tmp_path / "straight")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps[-1] == 150
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.adv.eps=-0.1", "eps must be >= 0"),
+    ("--config.adv.attack=pgdd", "unknown adv.attack 'pgdd'"),
+    ("--config.data.train=camvid:/nonexistent/camvid", "/nonexistent/camvid"),  # camvid config
+    ("--config.model.num_classes=3", "model.num_classes=3 but the data has"),
+    ("--config.nosuch=1", "unknown config key 'nosuch'"),
+])
+def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, override, message):
+    config = "configs/camvid_standard.py" if "camvid" in override else "configs/demo.py"
+    result = subprocess.run([sys.executable, "train.py", "--config", config,
+                             "--workdir", str(tmp_path / "w"), override], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.mark.slow
+def test_init_checkpoint_with_other_classes_is_refused(tmp_path):
+    model = models.fcn("fcn_resnet26_w16", num_classes=3)
+    models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
+    result = subprocess.run([sys.executable, "train.py", "--config", "configs/demo.py",
+                             "--workdir", str(tmp_path / "w"), f"--config.model.init={tmp_path / 'ckpt'}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "model has 3 classes, the data has 7" in result.stderr
+
+
+def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_path):
+    from PIL import Image
+
+    from jaxseg import attacks, data
+    from jaxseg import viz as visualize
+
+    model, variables = tiny
+    images, labels = fake_batch(3, n=2)
+    info = data.DatasetInfo("fake", tuple("abcde"), data.default_palette(5))
+    path = tmp_path / "grid.png"
+    visualize.save_predictions(path, model, variables, images, labels, info,
+                               {"clean": None, "fgsm": attacks.make("fgsm")})
+    width, height = Image.open(path).size
+    # image | truth | pred clean | fgsm image | pred fgsm, 2 px gaps, a 14 px title row
+    assert (width, height) == (5 * 32 + 4 * 2, visualize.TITLE_HEIGHT + 2 * 32 + 2)
