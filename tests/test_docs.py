@@ -32,6 +32,7 @@ def small(code):
 PYTHON_DOCS = [p for p in DOCS if blocks(p, {"python"})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PYTHON_DOCS, ids=lambda p: p.name)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -24,6 +24,7 @@ def assert_parity(jax_out, torch_out):
     "arch, size",
     [("fcn_resnet50", (96, 128)), ("fcn_resnet50", (97, 131)), ("fcn_resnet101", (97, 131))],
 )
+@pytest.mark.slow
 def test_full_fcn_matches_torchvision(arch, size):
     reference = tr.torch_fcn(arch, seed=1)
     image = tr.camvid_image(*size)
@@ -52,6 +53,7 @@ def test_resize_bilinear_matches_torch_interpolate(in_size, out_size):
     np.testing.assert_allclose(ours, ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["fcn_resnet26_w16", "fcn_resnet14_w8"])
 def test_small_variants_use_the_same_structure(arch):
     model = models.fcn(arch, num_classes=7)
@@ -68,6 +70,7 @@ def test_small_variants_use_the_same_structure(arch):
     assert "downsample_conv" in backbone["layer1_0"] and "downsample_conv" not in backbone.get("layer1_1", {})
 
 
+@pytest.mark.slow
 def test_train_mode_updates_batch_stats_and_uses_dropout():
     model = models.fcn("fcn_resnet14_w8", num_classes=3)
     variables = models.init(model, jax.random.key(0), (32, 32))
@@ -82,6 +85,7 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
     np.testing.assert_array_equal(model.apply(variables, x)["out"], model.apply(variables, x)["out"])
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_logits():
     model32 = models.fcn("fcn_resnet14_w8", num_classes=4)
     model16 = models.fcn("fcn_resnet14_w8", num_classes=4, dtype=jnp.bfloat16)

@@ -48,6 +48,7 @@ def resnet50():
     return tr.torch_resnet("fcn_resnet50", seed=3)
 
 
+@pytest.mark.slow
 def test_imagenet_resnet_ports_into_the_backbone_with_fresh_heads(resnet50, tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(resnet50.state_dict(), path)
@@ -60,6 +61,7 @@ def test_imagenet_resnet_ports_into_the_backbone_with_fresh_heads(resnet50, tmp_
     assert np.all(variables["batch_stats"]["classifier"]["bn"]["var"] == 1.0)
 
 
+@pytest.mark.slow
 def test_robustness_library_checkpoint_ports_into_the_backbone(resnet50, tmp_path):
     weights = resnet50.state_dict()
     # The layout MadryLab's robustness library saves: the model twice, plus its normaliser.
@@ -83,6 +85,7 @@ def test_robustness_checkpoint_with_other_normalisation_is_refused(resnet50):
         port.port({"model": state})
 
 
+@pytest.mark.slow
 def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
     model = models.fcn("fcn_resnet50", num_classes=21)
     key = jax.random.key(4)
@@ -149,6 +152,7 @@ def save_state(path, state):
     return path
 
 
+@pytest.mark.slow
 def test_cli_ports_and_exports(tiny_state, tmp_path):
     source = save_state(tmp_path / "tiny.pth", tiny_state)
     result = run_cli("import", source, tmp_path / "ckpt")
