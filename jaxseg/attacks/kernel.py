@@ -5,13 +5,19 @@ loop with a different objective, constraint set, direction and start (see docs/a
 
     optimize(objective, x_ref, key, config, eps=..., step_size=...) -> AttackResult
 
-* `objective(x, step) -> values [N]` (or `(values, scores)`) is a pure function of the batch and
-  the 0-based step index. The gradient of `sum(values)` drives the steps (one value per example,
-  so an example's gradient does not depend on the batch size); `scores` (default: `values`) pick
-  the best iterate per example. The kernel knows nothing about models or labels.
-* `config` (`KernelConfig`) is static: norm, step rule, steps, start, restarts, direction,
-  best-iterate selection, trace. `eps` and `step_size` are traced: an eps sweep reuses one
-  compiled program.
+* `objective(x, step) -> values [N]` (or `(values, scores)`, or an `Evaluation`) is a pure
+  function of the batch and the 0-based step index. The gradient of `sum(values)` drives the
+  steps (one value per example, so an example's gradient does not depend on the batch size);
+  `scores` (default: `values`) pick the best iterate per example; `control` (default: `scores`)
+  is what an adaptive update (APGD) watches to size its steps; `done` lets a batch stop early.
+  The kernel knows nothing about models or labels.
+* `config` (`KernelConfig`) is static: norm, direction rule, update rule, steps, start, restarts,
+  ascend or descend, best-iterate selection, early stop, trace. `eps` and `step_size` are traced:
+  an eps sweep reuses one compiled program.
+* An update rule is a small stateful transformation, like an optax one:
+  `init(x0, step_size) -> state`, `update(state, x, grad, control, t) -> (x_next, state)`.
+  'fixed' (a constant step along the direction rule, then the projection) is the stateless case;
+  'apgd' is Croce and Hein's (2020) adaptive rule (`apgd_update`).
 * The loop is `lax.fori_loop` (`lax.scan` when a per-step trace is asked for); call `optimize`
   inside `jax.jit` (with the batch sharded over `runtime.make_mesh()` if you like).
 
@@ -34,6 +40,9 @@ from jaxseg.errors import JaxsegError
 
 NORMS = ("linf", "l2", "none")
 STEP_RULES = ("sign", "l2", "plain")
+UPDATES = ("fixed", "apgd")
+APGD_MOMENTUM = 0.75  # weight of the new step; 0.25 goes to the previous move
+APGD_OSCILLATION = 0.75  # halve if at most this share of a window's steps increased the loss
 STARTS = ("clean", "random")
 DEFAULT_RULE = {"linf": "sign", "l2": "l2", "none": "plain"}
 
@@ -48,12 +57,17 @@ class KernelConfig:
 
     norm       'linf' | 'l2' (per-example ball of radius eps around x_ref) | 'none' (only [0,1]).
     step_rule  'sign' | 'l2' (gradient / its per-example L2 norm) | 'plain'; default from norm.
+    update     'fixed' (step_size times the step rule's direction) | 'apgd' (per-example
+               adaptive step size starting at step_size, momentum, restarts from the best
+               point at checkpoints; see `apgd_update`).
     steps      gradient steps per restart.
     start      'clean' (x_start, default x_ref) | 'random' (uniform point in the eps-ball).
     restarts   independent runs from fresh random starts; the best per example is kept.
     ascend     True: maximise the objective (untargeted); False: minimise (targeted, synthesis).
     use_best   return, per example, the best iterate over all steps and restarts (like the
                robustness library's use_best) instead of the last one. Costs one extra forward.
+    early_stop skip the remaining steps of a batch once every example reported `done` (the
+               objective must return an `Evaluation` with `done`).
     trace      also return the score of every iterate, [restarts, steps, N] (uses lax.scan).
     unroll     how the loops compile; None (leave it): decided by `jaxseg.runtime.unroll` for
                steps * restarts when the config is made (the backend's policy). It never
@@ -68,6 +82,8 @@ class KernelConfig:
     ascend: bool = True
     use_best: bool = False
     trace: bool = False
+    update: str = "fixed"
+    early_stop: bool = False
     unroll: bool | None = None
 
     def __post_init__(self):
@@ -82,6 +98,10 @@ class KernelConfig:
         if self.step_rule not in STEP_RULES:
             raise JaxsegError(
                 f"unknown step rule {self.step_rule!r}; choose one of {', '.join(STEP_RULES)}")
+        if self.update not in UPDATES:
+            raise JaxsegError(f"unknown update {self.update!r}; choose one of {', '.join(UPDATES)}")
+        if self.update == "apgd" and self.norm == "none":
+            raise JaxsegError("the apgd update needs a ball (norm 'linf' or 'l2')")
         if self.start not in STARTS:
             raise JaxsegError(f"unknown start {self.start!r}; choose one of {', '.join(STARTS)}")
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -94,6 +114,17 @@ class KernelConfig:
             raise JaxsegError("restarts > 1 need start='random' (clean restarts are identical)")
         if self.unroll is None:
             object.__setattr__(self, "unroll", runtime.unroll(self.steps * self.restarts))
+
+
+class Evaluation(NamedTuple):
+    """What an objective may return for a batch (each [N]): `values` to differentiate; `scores`
+    to pick the best iterate (default values); `control` for adaptive updates (default
+    scores); `done` (bool) where nothing is left to gain (needed by early_stop)."""
+
+    values: jax.Array
+    scores: jax.Array | None = None
+    control: jax.Array | None = None
+    done: jax.Array | None = None
 
 
 class AttackResult(NamedTuple):
@@ -179,14 +210,135 @@ def make_init(config, eps):
 
 
 def _split_objective(objective):
-    """objective(x, step) -> (sum of values to differentiate, (values, scores))."""
+    """objective(x, step) -> (sum of values to differentiate, Evaluation with every field set)."""
 
     def wrapped(x, step):
         out = objective(x, step)
-        values, scores = out if isinstance(out, tuple) else (out, out)
-        return jnp.sum(values), (values, scores)
+        if not isinstance(out, Evaluation):
+            out = Evaluation(*out) if isinstance(out, tuple) else Evaluation(out)
+        scores = out.values if out.scores is None else out.scores
+        control = scores if out.control is None else out.control
+        done = jnp.zeros(scores.shape, bool) if out.done is None else out.done
+        return jnp.sum(out.values), Evaluation(out.values, scores, control, done)
 
     return wrapped
+
+
+# ---------------------------------------------------------------------------------------------
+# Update rules
+
+
+class UpdateRule(NamedTuple):
+    """init(x0, step_size) -> state; update(state, x, grad, control, t) -> (x_next, state)."""
+
+    init: object
+    update: object
+
+
+def fixed_update(direction, project, x_ref, sign):
+    """A constant step along `direction(grad)`, then the projection (PGD, BIM, FGSM, synthesis)."""
+
+    def init(x0, step_size):
+        return step_size
+
+    def update(step_size, x, grad, control, t):
+        return project(x + sign * step_size * direction(grad), x_ref), step_size
+
+    return UpdateRule(init, update)
+
+
+def apgd_checkpoints(steps):
+    """Iterations after which APGD checks its progress: p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), in iterations (rounded down, windows of at
+    least one step), as Croce and Hein's reference code computes them."""
+    window = max(int(0.22 * steps), 1)
+    decrease, smallest = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    points, at = [], window
+    while at < steps:
+        points.append(at)
+        window = max(window - decrease, smallest)
+        at += window
+    return tuple(points)
+
+
+class ApgdState(NamedTuple):
+    eta: jax.Array  # [N] step size per example
+    x_prev: jax.Array  # the previous iterate (momentum)
+    best_x: jax.Array  # highest control so far, where a halving restarts from
+    best_grad: jax.Array
+    best: jax.Array  # [N] its control value
+    last: jax.Array  # [N] control at the previous iterate
+    increases: jax.Array  # [N] steps since the last checkpoint that increased the control
+    best_at_check: jax.Array  # [N] best at the last checkpoint
+    halved_at_check: jax.Array  # [N] bool: halved at the last checkpoint
+
+
+def apgd_update(direction, project, x_ref, sign, steps):
+    """APGD (Croce and Hein 2020) as a kernel update rule, per example:
+
+    z = P(x + eta * direction(g)), x_next = P(x + 0.75 (z - x) + 0.25 (x - x_prev)) (plain z on
+    the first step). At each checkpoint (`apgd_checkpoints`), with the control value c (plain CE
+    for segmentation attacks; the gradient comes from the attack loss): halve eta and continue
+    from the best point (and its gradient) if (a) at most 75 % of the steps since the last
+    checkpoint increased c, or (b) eta was not halved at the last checkpoint and the best c did
+    not improve since. Descending (sign -1) watches -c."""
+    checks = np.zeros(steps, bool)
+    windows = np.ones(steps, np.float32)
+    previous = 0
+    for point in apgd_checkpoints(steps):
+        checks[point], windows[point] = True, point - previous
+        previous = point
+    checks, windows = jnp.asarray(checks), jnp.asarray(windows)
+
+    def per_example(mask, like):
+        return mask.reshape((-1,) + (1,) * (like.ndim - 1))
+
+    def init(x0, step_size):
+        n = x0.shape[0]
+        return ApgdState(eta=jnp.full((n,), step_size, jnp.float32), x_prev=x0, best_x=x0,
+                         best_grad=jnp.zeros_like(x0), best=jnp.full((n,), -jnp.inf),
+                         last=jnp.full((n,), -jnp.inf), increases=jnp.zeros((n,)),
+                         best_at_check=jnp.full((n,), -jnp.inf),
+                         halved_at_check=jnp.ones((n,), bool))
+
+    def update(state, x, grad, control, t):
+        c = sign * control
+        better = c > state.best
+        best_x = jnp.where(per_example(better, x), x, state.best_x)
+        best_grad = jnp.where(per_example(better, x), grad, state.best_grad)
+        best = jnp.where(better, c, state.best)
+        increases = state.increases + ((t > 0) & (c > state.last)).astype(jnp.float32)
+        check = checks[t]
+        halve = check & ((increases <= APGD_OSCILLATION * windows[t])
+                         | (~state.halved_at_check & (state.best_at_check >= best)))
+        eta = jnp.where(halve, state.eta / 2, state.eta)
+        x = jnp.where(per_example(halve, x), best_x, x)
+        grad = jnp.where(per_example(halve, x), best_grad, grad)
+        z = project(x + sign * per_example(eta, x) * direction(grad), x_ref)
+        momentum = jnp.where(t > 0, APGD_MOMENTUM, 1.0)
+        x_next = project(x + momentum * (z - x) + (1 - momentum) * (x - state.x_prev), x_ref)
+        state = ApgdState(
+            eta=eta, x_prev=x, best_x=best_x, best_grad=best_grad, best=best, last=c,
+            increases=jnp.where(check, 0.0, increases),
+            best_at_check=jnp.where(check, best, state.best_at_check),
+            halved_at_check=jnp.where(check, halve, state.halved_at_check))
+        return x_next, state
+
+    return UpdateRule(init, update)
+
+
+def make_update(config, eps, x_ref):
+    """The update rule of `config` for the ball of radius eps around x_ref."""
+    project = make_project(config.norm, eps)
+    direction = make_step(config.step_rule)
+    sign = 1.0 if config.ascend else -1.0
+    if config.update == "apgd":
+        return apgd_update(direction, project, x_ref, sign, config.steps)
+    return fixed_update(direction, project, x_ref, sign)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
 
 
 def _keep_better(ascend, x, score, best_x, best_score):
@@ -198,33 +350,46 @@ def _keep_better(ascend, x, score, best_x, best_score):
 
 def _one_run(objective, x_ref, x_start, key, config, eps, step_size):
     """One restart: (x, score at x or None, trace [steps, N] or None)."""
-    project = make_project(config.norm, eps)
-    direction = make_step(config.step_rule)
+    rule = make_update(config, eps, x_ref)
     grad_fn = jax.grad(_split_objective(objective), has_aux=True)
-    sign = 1.0 if config.ascend else -1.0
     worst = -jnp.inf if config.ascend else jnp.inf
     x0 = make_init(config, eps)(key, x_ref, x_start)
-    best0 = (x0, jnp.full((x0.shape[0],), worst, jnp.float32))
+    n = x0.shape[0]
+    # carry: iterate, (best iterate, its score), rule state, examples done so far
+    carry0 = (x0, (x0, jnp.full((n,), worst, jnp.float32)), rule.init(x0, step_size),
+              jnp.zeros((n,), bool))
 
     def step(carry, t):
-        x, best = carry
-        grad, (_, score) = grad_fn(x, t)
+        x, best, state, done = carry
+        grad, evaluation = grad_fn(x, t)
         if config.use_best:
-            best = _keep_better(config.ascend, x, score, *best)
-        x = project(x + sign * step_size * direction(grad), x_ref)
-        return (x, best), score
+            best = _keep_better(config.ascend, x, evaluation.scores, *best)
+        done = done | evaluation.done
+        moved, state = rule.update(state, x, grad, evaluation.control, t)
+        if config.early_stop:  # nothing left to gain anywhere: stay (and skip what follows)
+            moved = jnp.where(jnp.all(done), x, moved)
+        return (moved, best, state, done), evaluation.scores
+
+    if config.early_stop:
+        plain_step = step
+
+        def step(carry, t):  # noqa: F811  (skips the work once every example is done)
+            finished = jnp.all(carry[3])
+            return jax.lax.cond(finished, lambda c: (c, c[1][1]), lambda c: plain_step(c, t),
+                                carry)
 
     if config.trace:
-        (x, best), trace = jax.lax.scan(step, (x0, best0), jnp.arange(config.steps),
-                                        unroll=config.unroll)
+        (x, best, _, _), trace = jax.lax.scan(step, carry0, jnp.arange(config.steps),
+                                              unroll=config.unroll)
     else:
-        x, best = jax.lax.fori_loop(0, config.steps, lambda t, c: step(c, t)[0], (x0, best0),
-                                    unroll=config.unroll)
+        x, best, _, _ = jax.lax.fori_loop(0, config.steps, lambda t, c: step(c, t)[0], carry0,
+                                          unroll=config.unroll)
         trace = None
 
     if not (config.use_best or config.restarts > 1):
         return x, None, trace
-    _, (_, final) = _split_objective(objective)(x, jnp.asarray(config.steps))
+    _, final = _split_objective(objective)(x, jnp.asarray(config.steps))
+    final = final.scores
     if config.use_best:
         x, final = _keep_better(config.ascend, x, final, *best)
     return x, final, trace

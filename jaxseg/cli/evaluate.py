@@ -3,15 +3,20 @@
     python evaluate.py --checkpoint ckpt/pre --data camvid:../shared/data/camvid --split val \
         --attack pgd --attack segpgd --eps 8/255 --steps 10 --eps-curve 0,2/255,4/255,8/255 \
         --output results/pre
+    python evaluate.py --checkpoint ckpt/at --data camvid:../shared/data/camvid --attack sea \
+        --eps 4/255 --output results/at_sea          # the strongest evaluation (hours on COCO)
 
-Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too), and with
---eps-curve: curve.json and curve.png. Several --checkpoint flags evaluate models side by side.
+Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
+per_image/<model>/<attack>.npz (per-image TP / FP / FN per class, from which the worst case
+over any attacks, run now or later, is recomputed), and with --eps-curve: curve.json and
+curve.png. Several --checkpoint flags evaluate models side by side.
 """
 
 import argparse
 import sys
 
 from jaxseg import attacks
+from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number
 from jaxseg.errors import cli_guard
 from jaxseg.evaluation.report import evaluate_checkpoints, markdown_table
@@ -33,7 +38,17 @@ def parse_args(argv):
     parser.add_argument("--attack", action="append", default=[],
                         help=f"preset, repeatable: {', '.join(attacks.PRESETS)}")
     parser.add_argument("--eps", default="8/255")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="per attack (default 10; apgd 100; sea 300 per loss)")
+    parser.add_argument("--loss", default=None, choices=losses.ATTACK_LOSSES,
+                        help="attack loss for apgd / apgd_red / pgd-like presets")
+    parser.add_argument("--class-counts", default=None, metavar="FILE",
+                        help="JSON: training pixels per class, for mce_bal / sea (default: "
+                        "counted from --data's train split, cached)")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="add the per-image worst case over all attacks of each model at "
+                        "this eps (also those stored earlier in OUTPUT/per_image)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--step-size", default=None)
     parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument("--eps-curve", default=None, help="comma-separated eps values")
@@ -52,6 +67,7 @@ def main(argv=None):
         batch_size=args.batch_size, short_side=args.short_side,
         pad_to=tuple(int(v) for v in args.pad_to.split(",")) if args.pad_to else None,
         attacks=args.attack, eps=parse_number(args.eps, "eps"), steps=args.steps,
+        loss=args.loss, class_counts=args.class_counts, worst=args.worst_case, quiet=args.quiet,
         step_size=None if args.step_size is None else parse_number(args.step_size, "step-size"),
         restarts=args.restarts, seed=args.seed, curve_attack=args.curve_attack,
         eps_curve=[parse_number(v, "eps-curve") for v in args.eps_curve.split(",")]

@@ -11,6 +11,7 @@ A dataset item is {"image": uint8 [H,W,3], "label": uint8 [H,W] (255 = ignore), 
 every dataset has `.info` (class names, palette) and `len()` / `[i]`. See docs/data.md.
 """
 
+from jaxseg.data.class_counts import class_pixel_counts, count_pixels, read_counts
 from jaxseg.data.base import IGNORE, DatasetInfo, PairDataset, Subset, default_palette
 from jaxseg.data.coco import VOC_CATEGORIES, coco_voc
 from jaxseg.data.folders import CAMVID_INFO, VOC_INFO, camvid, list_dataset, voc
@@ -23,7 +24,7 @@ __all__ = [
     "IGNORE", "DatasetInfo", "PairDataset", "Subset", "default_palette", "VOC_CATEGORIES", "coco_voc",
     "CAMVID_INFO", "VOC_INFO", "camvid", "list_dataset", "voc", "Loader", "Shard", "eval_loader",
     "to_global", "train_loader", "SyntheticScenes", "tfds_dataset", "write_tfds", "get_dataset",
-    "DATASETS",
+    "DATASETS", "class_pixel_counts", "count_pixels", "read_counts",
 ]
 
 

@@ -1,43 +1,95 @@
-"""Evaluating checkpoints end to end and reporting: Table-1 markdown, JSON, robustness curves.
+"""Evaluating checkpoints end to end and reporting: Table-1 markdown, JSON, per-image results,
+the worst case over attacks, robustness curves.
 
     jaxseg.evaluation.report.evaluate_checkpoints(["ckpt/pre"], data="synthetic",
-        attacks=["pgd"], eps=8/255, output="results/pre")
+        attacks=["pgd", "sea"], eps=8/255, output="results/pre")
 
 is what `evaluate.py` runs (the CLI only parses arguments).
 """
 
 import os
+import re
+import sys
 
 import jax
 
 from jaxseg import attacks as attack_presets
 from jaxseg import data as datasets
 from jaxseg import labels, models
+from jaxseg.attacks import losses
 from jaxseg.evaluation import confusion, metrics
+from jaxseg.evaluation.worst_case import PerImage, worst_case
 from jaxseg.errors import JaxsegError
 from jaxseg.io import atomic_path, write_json, write_text
+
+WORST = "worst case"
+
+
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+
+
+def _class_weights(class_counts, data, data_kwargs, num_classes, log):
+    """Balanced-CE weights from a counts file, or from the training split of `data` (cached)."""
+    if class_counts:
+        counts = datasets.read_counts(class_counts, num_classes)
+    else:
+        log(f"class pixel counts: from {data} (train), cached")
+        counts = datasets.class_pixel_counts(data, "train", **(data_kwargs or {}))
+        if len(counts) != num_classes:
+            raise JaxsegError(f"class counts of {data}: {len(counts)} classes, the model has "
+                              f"{num_classes}")
+    return losses.balanced_class_weights(counts)
+
+
+def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_weights=None):
+    """{row name: spec} for the attack names asked for (`loss` applies to apgd / apgd_red /
+    pgd-like presets and names the row, e.g. 'apgd_red-js')."""
+    specs = {}
+    for name in names:
+        kwargs = dict(eps=eps, step_size=step_size, class_weights=class_weights)
+        if name != "fgsm":
+            kwargs["steps"] = steps
+        if name not in ("sea", "apgd_red", "fgsm"):
+            kwargs["restarts"] = restarts
+        if loss and name != "sea":
+            kwargs["loss"] = loss
+        row = f"{name}-{loss}" if loss and name != "sea" else name
+        specs[row] = attack_presets.make(name, **kwargs)
+    return specs
+
+
+def needs_class_weights(names, loss):
+    return "sea" in names or loss in losses.NEEDS_CLASS_WEIGHTS
 
 
 def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", split="val",
                          data_kwargs=None, num_images=None, batch_size=8, short_side=None,
                          pad_to=None, attacks=(), eps=8 / 255, steps=10, step_size=None,
-                         restarts=1, eps_curve=None, curve_attack="pgd", seed=0, log=print):
-    """Clean and robust accuracy / mIoU of each checkpoint (Table 1), and with `eps_curve` (a
-    list of eps values) a robustness curve per model. Every input is checked before any work.
+                         restarts=1, loss=None, class_counts=None, worst=False, eps_curve=None,
+                         curve_attack="pgd", seed=0, quiet=False, log=print):
+    """Clean and robust accuracy / mIoU of each checkpoint (Table 1), per image and over the
+    split, and with `eps_curve` (a list of eps values) a robustness curve per model. Every
+    input is checked before any work.
 
-    Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too), and with
-    `eps_curve`: curve.json and curve.png. Returns {model name: {attack: summary}}.
+    attacks: preset names (`jaxseg.attacks.PRESETS`; 'sea' adds its members' rows and their
+    worst case). worst: also a worst-case row over every attack of the model at this eps (this
+    run's, and any stored earlier in OUTPUT/per_image). class_counts: a JSON file of training
+    pixels per class for mce_bal / sea (default: counted from `data`'s train split, cached).
+
+    Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
+    per_image/<model>/<attack>.npz (per-image TP / FP / FN per class), and with `eps_curve`:
+    curve.json and curve.png. Returns {model name: {row: summary}}.
     """
     names = list(names) if names else [os.path.basename(os.path.normpath(c)) for c in checkpoints]
     if len(names) != len(checkpoints):
         raise JaxsegError(f"{len(names)} --name values for {len(checkpoints)} checkpoints")
     attack_presets.check_hyper(eps, 1.0)  # also when only the clean row is asked for
-    specs = {"clean": None}
-    for name in attacks:
-        specs[name] = attack_presets.make(name, eps=eps, steps=None if name == "fgsm" else steps,
-                                          step_size=step_size, restarts=restarts)
-    if eps_curve:
-        attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
+    if loss and not [name for name in attacks if name != "sea"]:
+        raise JaxsegError("sea runs its own losses (js, mce, mce_bal); --loss applies to the "
+                          "other attacks (apgd, apgd_red, pgd, ...)")
+    if num_images is not None and num_images < 1:
+        raise JaxsegError(f"--num-images must be >= 1, got {num_images}")
     dataset = datasets.get_dataset(data, split, **(data_kwargs or {}))
     if num_images:
         dataset = datasets.Subset(dataset, num_images)
@@ -45,6 +97,13 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     for path, (model, _) in zip(checkpoints, loaded):
         labels.check_num_classes(model.num_classes, dataset.info.num_classes, path,
                                  f"data {data}")
+    weights = None
+    if needs_class_weights(attacks, loss):
+        weights = _class_weights(class_counts, data, data_kwargs, dataset.info.num_classes, log)
+    specs = {"clean": None, **make_attacks(attacks, eps=eps, steps=steps, step_size=step_size,
+                                           restarts=restarts, loss=loss, class_weights=weights)}
+    if eps_curve:
+        attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
     os.makedirs(output, exist_ok=True)
 
     loader = lambda: datasets.eval_loader(dataset, batch_size, short_side=short_side,  # noqa: E731
@@ -53,12 +112,34 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     results, curves = {}, {}
     for name, (model, variables) in zip(names, loaded):
         results[name] = {}
-        for attack_name, spec in specs.items():
-            matrix = confusion.confusion_over(model, variables, loader(), spec, key)
-            results[name][attack_name] = metrics.summarize(matrix, dataset.info.class_names)
-            log(f"{name} {attack_name}: pixel acc "
-                f"{100 * results[name][attack_name]['pixel_acc']:.1f} "
-                f"mIoU {100 * results[name][attack_name]['miou']:.1f}")
+        attacked = {}  # row -> PerImage, for the worst case
+        folder = os.path.join(output, "per_image", _safe(name))
+        for row, spec in specs.items():
+            total = len(dataset) * (len(spec.members) if hasattr(spec, "members") else 1)
+            with _progress(f"{name} {row}", total, quiet) as bar:
+                summary, per_image = confusion.evaluate_attack(
+                    model, variables, loader, spec, key, class_names=dataset.info.class_names,
+                    progress=bar.update)
+            for member, counts in per_image.items():
+                member_row = row if member is None else f"{row}/{member}"
+                counts.save(os.path.join(folder, _safe(member_row) + ".npz"), attack=member_row,
+                            eps=0.0 if spec is None else float(eps),
+                            steps=0 if spec is None else spec.steps)
+                if spec is not None:
+                    attacked[member_row] = counts
+            if isinstance(spec, attack_presets.presets.Ensemble):
+                for member, member_summary in summary.pop("members").items():
+                    results[name][f"{row}/{member}"] = member_summary
+            results[name][row] = _table_summary(summary)
+            log(f"{name} {row}: pixel acc {100 * summary['pixel_acc']:.1f} "
+                f"mIoU {100 * summary['miou']:.1f} (image acc {100 * summary['image_acc']:.1f})")
+        if worst and attacked:
+            attacked.update(_stored(folder, eps, attacked))
+            results[name][WORST] = _table_summary(worst_case(attacked, dataset.info.class_names))
+            results[name][WORST]["attacks"] = sorted(attacked)
+            s = results[name][WORST]
+            log(f"{name} {WORST} over {len(attacked)} attacks: pixel acc {100 * s['pixel_acc']:.1f} "
+                f"mIoU {100 * s['miou']:.1f} (image acc {100 * s['image_acc']:.1f})")
         if eps_curve:
             curves[name] = []
             for value in eps_curve:
@@ -67,11 +148,12 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                 curves[name].append((value, metrics.summarize(matrix)))
 
     header = (f"data {data} ({split}, {len(dataset)} images); attacks: eps {255 * eps:.4g}/255, "
-              f"{steps} steps, {restarts} restart(s)\n\n")
+              f"{steps if steps is not None else 'default'} steps, {restarts} restart(s)"
+              + (f", loss {loss}" if loss else "") + "\n\n")
     write_text(os.path.join(output, "results.md"), header + markdown_table(results) + "\n")
     write_json(os.path.join(output, "results.json"),
                {"data": data, "split": split, "images": len(dataset), "eps": eps,
-                "steps": steps, "restarts": restarts,
+                "steps": steps, "restarts": restarts, "loss": loss,
                 "checkpoints": dict(zip(names, checkpoints)), "results": results})
     if curves:
         write_json(os.path.join(output, "curve.json"), {
@@ -82,13 +164,61 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     return results
 
 
+def _table_summary(summary):
+    """A summary without the per-image choices (they stay in per_image/)."""
+    return {k: v for k, v in summary.items()
+            if k not in ("attack_for_accuracy", "attack_for_miou", "index")}
+
+
+def _stored(folder, eps, have):
+    """Per-image results stored earlier for the same eps, not already in `have`."""
+    found = {}
+    if not os.path.isdir(folder):
+        return found
+    for filename in sorted(os.listdir(folder)):
+        if not filename.endswith(".npz"):
+            continue
+        counts, meta = PerImage.load(os.path.join(folder, filename))
+        name = str(meta.get("attack", filename[:-4]))
+        if name in have or name == "clean" or abs(float(meta.get("eps", -1)) - eps) > 1e-9:
+            continue
+        found[name] = counts
+    return found
+
+
+class _progress:
+    """A tqdm bar over images with ETA on stderr (process 0 only), or nothing when quiet."""
+
+    def __init__(self, title, total, quiet):
+        self.bar = None
+        if not quiet and jax.process_index() == 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=title, unit="img", file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+
+    def update(self, count):
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def markdown_table(rows, title="model"):
-    """Table-1 style: one row per (model, attack) with pixel accuracy and mIoU in percent."""
-    lines = [f"| {title} | attack | pixel acc | mIoU |", "|---|---|---|---|"]
+    """Table-1 style: one row per (model, attack) with pixel accuracy (pooled over pixels, as
+    Table 1), the mean of per-image accuracies (as Croce et al. report) and mIoU, in percent."""
+    lines = [f"| {title} | attack | pixel acc | image acc | mIoU |", "|---|---|---|---|---|"]
     for name, results in rows.items():
         for attack_name, summary in results.items():
+            image = summary.get("image_acc")
+            image = "" if image is None else f"{100 * image:.1f}"
             lines.append(f"| {name} | {attack_name} | {100 * summary['pixel_acc']:.1f} | "
-                         f"{100 * summary['miou']:.1f} |")
+                         f"{image} | {100 * summary['miou']:.1f} |")
     return "\n".join(lines)
 
 

@@ -131,3 +131,73 @@ def test_cross_entropy_is_finite_and_nonnegative_for_any_logit_scale(scale, seed
     logits, labels = _batch(seed)
     ce = np.asarray(losses.cross_entropy(logits * scale, labels))
     assert np.all(np.isfinite(ce)) and np.all(ce >= 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# SEA's losses against direct numpy formulas
+
+
+def _softmax(logits):
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def _per_example_mean(pixel, labels):
+    valid = np.asarray(labels) != losses.IGNORE
+    return np.array([pixel[n][valid[n]].mean() if valid[n].any() else 0.0
+                     for n in range(len(pixel))])
+
+
+def test_jensen_shannon_matches_the_definition():
+    logits, labels = _batch(3)
+    p = _softmax(logits)
+    q = np.eye(C)[np.where(np.asarray(labels) == losses.IGNORE, 0, labels)]
+    m = (p + q) / 2
+    def kl(a, b):
+        return (a * np.log(np.where(a > 0, a, 1.0) / b)).sum(-1)  # 0 log 0 = 0
+
+    pixel = 0.5 * kl(p, m) + 0.5 * kl(q, m)
+    np.testing.assert_allclose(losses.jensen_shannon(logits, labels),
+                               _per_example_mean(pixel, labels), rtol=1e-5)
+    assert float(jnp.max(losses.jensen_shannon(logits, labels))) <= np.log(2)
+
+
+def test_jensen_shannon_gradient_vanishes_as_the_true_class_probability_goes_to_zero():
+    labels = jnp.zeros((1, 1, 1), jnp.int32)
+    grad = jax.grad(lambda z: losses.jensen_shannon(z, labels).sum())
+    ce_grad = jax.grad(lambda z: losses.cross_entropy(z, labels).sum())
+    norms = []
+    for gap in (0.0, 5.0, 10.0, 20.0):
+        logits = jnp.zeros((1, 1, 1, C)).at[..., 0].set(-gap)
+        norms.append(float(jnp.linalg.norm(grad(logits))))
+        assert float(jnp.linalg.norm(ce_grad(logits))) > 0.9  # CE keeps pulling
+    assert norms[0] > 0.05 and norms == sorted(norms, reverse=True) and norms[-1] < 1e-6
+
+
+def test_masked_cross_entropy_counts_only_pixels_still_correct():
+    logits, labels = _batch(4)
+    ce = np.nan_to_num(_reference_pixel_ce(logits, labels))
+    correct = (np.asarray(logits).argmax(-1) == np.asarray(labels))
+    np.testing.assert_allclose(losses.masked_cross_entropy(logits, labels),
+                               _per_example_mean(ce * correct, labels), rtol=1e-5)
+    # the mask is detached: the gradient is the CE gradient on the correct pixels only
+    grad = jax.grad(lambda z: losses.masked_cross_entropy(z, labels).sum())(logits)
+    assert float(jnp.abs(grad[~correct]).max()) == 0.0
+
+
+def test_balanced_masked_cross_entropy_divides_by_training_pixel_counts():
+    logits, labels = _batch(5)
+    counts = np.array([100, 50, 10, 0, 400, 40], np.float64)
+    weights = np.asarray(losses.balanced_class_weights(counts))
+    mean = counts[counts > 0].mean()
+    expected = np.where(counts > 0, mean / np.maximum(counts, 1), 0)
+    expected[counts == 0] = expected.max()
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    ce = np.nan_to_num(_reference_pixel_ce(logits, labels))
+    correct = (np.asarray(logits).argmax(-1) == np.asarray(labels))
+    pixel_weight = weights[np.where(np.asarray(labels) == losses.IGNORE, 0, labels)]
+    np.testing.assert_allclose(losses.balanced_masked_cross_entropy(logits, labels, weights),
+                               _per_example_mean(ce * correct * pixel_weight, labels), rtol=1e-5)
+    with pytest.raises(JaxsegError, match="class weights"):
+        losses.attack_loss("mce_bal", logits, labels, 0, 1)

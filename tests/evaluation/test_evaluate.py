@@ -43,7 +43,9 @@ def test_table_json_and_curve(ported, tmp_path):
     result = run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--attack", "fgsm",
                  "--attack", "pgd", "--steps", "2", "--eps-curve", "0,8/255", "--output", out)
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == ["curve.json", "curve.png", "results.json", "results.md"]
+    assert sorted(os.listdir(out)) == ["curve.json", "curve.png", "per_image", "results.json",
+                                       "results.md"]
+    assert sorted(os.listdir(out / "per_image" / "Pre")) == ["clean.npz", "fgsm.npz", "pgd.npz"]
     table = (out / "results.md").read_text()
     assert "| Pre | clean |" in table and "| Pre | fgsm |" in table and "| Pre | pgd |" in table
     report = json.loads((out / "results.json").read_text())
@@ -75,6 +77,9 @@ def test_split_metrics_equal_one_big_confusion(ported):
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--attack", "pgdx"], "unknown attack preset 'pgdx'"),
+    (["--attack", "sea", "--class-counts", "/nonexistent.json"], "class counts file not found"),
+    (["--attack", "sea", "--loss", "js"], "sea runs its own losses"),
+    (["--num-images", "0"], "--num-images must be >= 1"),
     (["--eps", "-1"], "eps must be >= 0"),
     (["--eps", "abc"], "--eps: not a number: 'abc'"),
 ])
@@ -92,3 +97,46 @@ def test_class_mismatch_and_missing_checkpoint(ported, tmp_path):
     result = run("--checkpoint", tmp_path / "none", *SYNTHETIC, "--output", tmp_path / "o")
     assert result.returncode == 2 and "no such checkpoint directory" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_per_image_counts_add_up_to_the_confusion_matrix(ported):
+    """Per-image TP / FP / FN per class sum to the split's confusion matrix; every image is
+    counted once, padding never (6 images in batches of 4)."""
+    from jaxseg import attacks, data
+
+    model, variables = models.load(ported)
+    dataset = data.get_dataset("synthetic", "val", size=(32, 32), num_examples=6)
+    spec = attacks.make("pgd", eps=8 / 255, steps=2)
+    result = evaluation.evaluate_split(model, variables, data.eval_loader(dataset, 4), spec)
+    confusion, counts = result.confusion, result.per_image
+    assert sorted(counts.index.tolist()) == list(range(6))
+    np.testing.assert_array_equal(counts.tp.sum(0), np.diag(confusion))
+    np.testing.assert_array_equal(counts.fp.sum(0), confusion.sum(0) - np.diag(confusion))
+    np.testing.assert_array_equal(counts.fn.sum(0), confusion.sum(1) - np.diag(confusion))
+
+
+@pytest.mark.slow
+def test_apgd_sea_and_the_worst_case_over_runs(ported, tmp_path):
+    out = tmp_path / "eval"
+    (tmp_path / "counts.json").write_text(json.dumps([50, 10, 10, 10, 10, 10, 10]))
+    common = ["--checkpoint", ported, "--name", "M", *SYNTHETIC, "--eps", "8/255", "--steps", "6",
+              "--class-counts", tmp_path / "counts.json", "--worst-case", "--quiet"]
+    result = run(*common, "--attack", "apgd", "--loss", "js", "--attack", "sea", "--output", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "results.json").read_text())["results"]["M"]
+    assert list(rows) == ["clean", "apgd-js", "sea/apgd_red-js", "sea/apgd_red-mce",
+                          "sea/apgd_red-mce_bal", "sea", "worst case"]
+    for name in ("apgd-js", "sea/apgd_red-js", "sea/apgd_red-mce", "sea/apgd_red-mce_bal"):
+        for key in ("pixel_acc", "image_acc", "miou"):
+            assert rows["sea" if name.startswith("sea/") else "worst case"][key] <= \
+                rows[name][key] + 1e-9
+    assert rows["worst case"]["attacks"] == ["apgd-js", "sea/apgd_red-js", "sea/apgd_red-mce",
+                                             "sea/apgd_red-mce_bal"]
+    assert "| M | worst case |" in (out / "results.md").read_text()
+    # a later run at the same eps adds its attack to the stored ones, without re-attacking
+    result = run(*common, "--attack", "pgd", "--output", out)
+    assert result.returncode == 0, result.stderr
+    later = json.loads((out / "results.json").read_text())["results"]["M"]
+    assert later["worst case"]["attacks"] == ["apgd-js", "pgd", "sea/apgd_red-js",
+                                              "sea/apgd_red-mce", "sea/apgd_red-mce_bal"]
+    assert later["worst case"]["pixel_acc"] <= rows["worst case"]["pixel_acc"] + 1e-9
