@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from bench.common import interleaved_medians
-from jaxseg import attacks, data, models, runtime, synthesis
+from bench.common import interleaved_medians, scenes_and_model
+from jaxseg import attacks, runtime, synthesis
 
 
 def machine():
@@ -37,14 +37,9 @@ def main():
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split(","))
 
-    dataset = data.get_dataset("synthetic", "val", size=(height, width))
-    items = [dataset[i] for i in range(args.batch)]
-    images = np.stack([it["image"] for it in items]).astype(np.float32) / 255.0
-    labels = np.stack([it["label"] for it in items]).astype(np.int32)
+    _, images, labels, model, variables = scenes_and_model(height, width, args.batch)
     holes = np.zeros(labels.shape, bool)
     holes[:, height // 4: height // 2, width // 4: width // 2] = True
-    model = models.fcn("fcn_resnet26_w16", num_classes=dataset.info.num_classes)
-    variables = models.init(model, jax.random.key(0), (height, width))
     key = jax.random.key(0)
 
     def pgd(mode):

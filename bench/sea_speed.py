@@ -15,9 +15,9 @@ import time
 import jax
 import numpy as np
 
-from bench.common import interleaved_medians
+from bench.common import interleaved_medians, scenes_and_model
 from bench.loop_policy import machine
-from jaxseg import attacks, data, models, runtime
+from jaxseg import attacks, data, runtime
 from jaxseg.attacks import losses
 
 
@@ -29,12 +29,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split(","))
-    dataset = data.get_dataset("synthetic", "val", size=(height, width))
-    items = [dataset[i] for i in range(args.batch)]
-    images = np.stack([it["image"] for it in items]).astype(np.float32) / 255
-    labels = np.stack([it["label"] for it in items]).astype(np.int32)
-    model = models.fcn("fcn_resnet26_w16", num_classes=dataset.info.num_classes)
-    variables = models.init(model, jax.random.key(0), (height, width))
+    dataset, images, labels, model, variables = scenes_and_model(height, width, args.batch)
     weights = losses.balanced_class_weights(data.count_pixels(data.Subset(dataset, 32)))
     with runtime.loop_policy("off"):
         sea = attacks.make("sea", eps=8 / 255, steps=args.steps, class_weights=weights)
