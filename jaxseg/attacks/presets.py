@@ -191,12 +191,18 @@ def red_eps_stages(steps, start="random", norm="linf", use_best=True, trace=Fals
                  for i, ((factor, _), count) in enumerate(zip(RED_EPS, counts)))
 
 
-def check_hyper(eps, step_size):
-    """Eager checks of traced hyper-parameters (skipped for tracers)."""
-    if is_concrete(eps) and not float(eps) >= 0:
-        raise JaxsegError(f"eps must be >= 0, got {float(eps)}")
-    if is_concrete(step_size) and not float(step_size) > 0:
-        raise JaxsegError(f"step size must be > 0, got {float(step_size)}")
+def check_hyper(eps, step_size, norm="linf"):
+    """Eager checks of traced hyper-parameters (skipped for tracers): finite numbers, eps >= 0
+    (at most 1 in Linf, where pixels live in [0, 1]: 8 is the easy slip for 8/255), step > 0."""
+    if is_concrete(eps):
+        value = float(eps)
+        if not (value >= 0 and np.isfinite(value)):
+            raise JaxsegError(f"eps must be >= 0 and finite, got {value}")
+        if norm == "linf" and value > 1:
+            raise JaxsegError(f"Linf eps must be in [0, 1] (pixels are in [0, 1]; did you mean "
+                              f"{value:g}/255?), got {value:g}")
+    if is_concrete(step_size) and not (float(step_size) > 0 and np.isfinite(float(step_size))):
+        raise JaxsegError(f"step size must be > 0 and finite, got {float(step_size)}")
 
 
 def make(name, *, eps=None, step_size=None, steps=None, restarts=1, targeted=False,
@@ -264,7 +270,7 @@ def make(name, *, eps=None, step_size=None, steps=None, restarts=1, targeted=Fal
         start = "random" if random_start else "clean"
     if use_best is None:
         use_best = bool(steps > 1 or restarts > 1)
-    check_hyper(eps, step_size)
+    check_hyper(eps, step_size, norm)
     if bn not in BN_MODES:
         raise JaxsegError(f"unknown bn mode {bn!r}; choose one of {', '.join(BN_MODES)}")
     if adaptive and targeted:

@@ -1,8 +1,13 @@
 """Every training option with its default. Experiment files in configs/ start from `base()`
-and change what they need; `train.py --config.key=value` overrides on the command line."""
+and change what they need; `train.py --config.key=value` overrides on the command line.
+`check(config)` rejects values that cannot work, before any data is read or anything compiled."""
+
+import numbers
 
 import ml_collections
 from ml_collections import config_dict
+
+from jaxseg.errors import JaxsegError
 
 
 def base():
@@ -32,6 +37,7 @@ def base():
         eval_short_side=config_dict.placeholder(int),
         eval_pad_to=config_dict.placeholder(tuple),
         workers=0,  # grain worker processes (0: threads in this process)
+        skip_bad=False,  # folder formats: unreadable examples become ignored blanks
     ))
     config.optim = ml_collections.ConfigDict(dict(
         lr=0.02, momentum=0.9, weight_decay=1e-4, power=0.9, warmup_steps=0,
@@ -58,4 +64,26 @@ def base():
         steps=10,
         samples=4,  # prediction images written per evaluation
     ))
+    return config
+
+
+# key -> smallest allowed value, for the integer options
+MINIMUM = {"steps": 1, "batch_size": 1, "log_every": 1, "checkpoint.every": 1,
+           "checkpoint.keep": 1, "eval.every": 1, "eval.num_images": 1, "eval.batch_size": 1,
+           "eval.steps": 1, "eval.samples": 0, "adv.steps": 1, "adv.replays": 1}
+
+
+def check(config):
+    """One-line JaxsegErrors for integer options out of range (keep 0 would delete the final
+    model; every 0 would divide by zero after minutes of compiling)."""
+    for key, smallest in MINIMUM.items():
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        if key == "steps" and config.epochs is not None:
+            continue
+        if isinstance(node, bool) or not isinstance(node, numbers.Integral) or node < smallest:
+            raise JaxsegError(f"config key {key!r} must be an integer >= {smallest}, got {node!r}")
+    if config.epochs is not None and (not isinstance(config.epochs, int) or config.epochs < 1):
+        raise JaxsegError(f"config key 'epochs' must be an integer >= 1, got {config.epochs!r}")
     return config

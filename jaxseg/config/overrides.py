@@ -4,6 +4,7 @@ plus `--config.key=value` overrides from the command line (big_vision style, wit
 import ast
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import types
@@ -52,6 +53,8 @@ def parse_value(text):
         return None
     if "/" in text and all(part.strip().replace(".", "", 1).isdigit() for part in text.split("/", 1)):
         numerator, denominator = text.split("/", 1)
+        if float(denominator) == 0:
+            raise JaxsegError(f"{text!r}: division by zero")
         return float(numerator) / float(denominator)
     try:
         return ast.literal_eval(text)
@@ -61,9 +64,14 @@ def parse_value(text):
 
 def parse_number(text, name):
     """A number from the command line ('0.5', '8/255'); `name` is the flag, for the error."""
-    value = parse_value(str(text))
+    try:
+        value = parse_value(str(text))
+    except JaxsegError as err:
+        raise JaxsegError(f"--{name}: {err}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise JaxsegError(f"--{name}: not a number: {text!r}")
+    if not math.isfinite(value):
+        raise JaxsegError(f"--{name}: not a finite number: {text!r}")
     return float(value)
 
 
@@ -93,7 +101,12 @@ def apply_overrides(config, overrides):
             node = node[part]
         if leaf not in node:
             raise JaxsegError(f"unknown config key {key!r}")
-        value = parse_value(text)
+        try:
+            value = parse_value(text)
+        except JaxsegError as err:
+            raise JaxsegError(f"config key {key!r}: {err}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise JaxsegError(f"config key {key!r}: not a finite number: {text!r}")
         if isinstance(value, list):
             value = tuple(value)
         try:

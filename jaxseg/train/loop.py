@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import attacks, data, evaluation, io, labels, models, runtime, viz
+from jaxseg import config as configs
 from jaxseg.train import optim
 from jaxseg.train import state as training
 from jaxseg.train.checkpoint import TrainCheckpoints
@@ -83,6 +84,8 @@ class MetricsLog:
 
 def _datasets(config):
     kwargs = config.data.kwargs.to_dict()
+    if config.data.skip_bad:
+        kwargs["skip_bad"] = True
     train_ds = data.get_dataset(config.data.train, config.data.train_split, **kwargs)
     eval_ds = data.get_dataset(config.data.eval or config.data.train, config.data.eval_split, **kwargs)
     labels.check_num_classes(eval_ds.info.num_classes, train_ds.info.num_classes,
@@ -139,12 +142,16 @@ def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir
 
 def train(config, workdir):
     """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
+    configs.check(config)
     training.adversary(config.adv)  # validate the attack settings before any work
     specs = _eval_specs(config)
     train_ds, eval_ds = _datasets(config)
     model, variables = _model_and_variables(config, train_ds.info.num_classes)
     os.makedirs(workdir, exist_ok=True)
     mesh = runtime.make_mesh()
+    if config.batch_size % mesh.size:
+        raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} "
+                          "devices")
     batch_sharding = runtime.batch_sharding(mesh)
 
     loader = data.train_loader(train_ds, config.batch_size, tuple(config.data.crop_size),

@@ -60,9 +60,10 @@ def adversary(adv):
     """The kernel configuration (an `attacks.Attack`) for the `adv` section of a train config."""
     if adv.mode not in ADV_MODES:
         raise JaxsegError(f"unknown adv.mode {adv.mode!r}; choose one of {', '.join(ADV_MODES)}")
-    attacks.check_hyper(adv.eps, 1.0)  # checked even when unused, to catch mistakes early
     if adv.attack not in attacks.PRESETS:
         raise JaxsegError(f"unknown adv.attack {adv.attack!r}; choose one of {', '.join(attacks.PRESETS)}")
+    # checked even when unused, to catch mistakes early
+    attacks.check_hyper(adv.eps, 1.0, attacks.PRESETS[adv.attack][0])
     if adv.mode == "none":
         return None
     if not 0.0 < adv.fraction <= 1.0:

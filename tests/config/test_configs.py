@@ -49,3 +49,42 @@ def test_overrides_parse_types_and_reject_unknown_keys():
         configfile.apply_overrides(config, ["adv.epsilon=1"])
     with pytest.raises(JaxsegError, match="config key 'steps': bad value 'many'"):
         configfile.apply_overrides(config, ["steps=many"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("checkpoint.keep=0", "'checkpoint.keep' must be an integer >= 1"),
+    ("checkpoint.every=0", "'checkpoint.every' must be an integer >= 1"),
+    ("log_every=0", "'log_every' must be an integer >= 1"),
+    ("steps=0", "'steps' must be an integer >= 1"),
+    ("eval.num_images=-1", "'eval.num_images' must be an integer >= 1"),
+])
+def test_check_rejects_integers_that_cannot_work(override, message):
+    config = configfile.apply_overrides(base(), [override])
+    with pytest.raises(JaxsegError, match=message):
+        configfile.check(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("adv.eps=8/0", "'adv.eps': '8/0': division by zero"),
+    ("adv.eps=1e400", "'adv.eps': not a finite number"),
+])
+def test_numbers_must_be_finite(override, message):
+    with pytest.raises(JaxsegError, match=message):
+        configfile.apply_overrides(base(), [override])
+
+
+def test_linf_eps_above_one_is_the_8_for_8_over_255_slip():
+    config = configfile.apply_overrides(base(), ["adv.eps=8"])
+    with pytest.raises(JaxsegError, match=r"Linf eps must be in \[0, 1\].*8/255"):
+        training.adversary(config.adv)
+    config = configfile.apply_overrides(base(), ["adv.eps=3.0", "adv.attack=pgd_l2"])
+    training.adversary(config.adv)  # an L2 radius may exceed 1
+    with pytest.raises(JaxsegError, match="--eps: not a finite number"):
+        configfile.parse_number("1e400", "eps")
+    with pytest.raises(JaxsegError, match="--eps: '8/0': division by zero"):
+        configfile.parse_number("8/0", "eps")
+
+
+def test_skip_bad_can_be_set_from_the_command_line():
+    config = configfile.apply_overrides(base(), ["data.skip_bad=true"])
+    assert config.data.skip_bad is True

@@ -80,6 +80,9 @@ def test_split_metrics_equal_one_big_confusion(ported):
     (["--attack", "sea", "--class-counts", "/nonexistent.json"], "class counts file not found"),
     (["--attack", "sea", "--loss", "js"], "sea runs its own losses"),
     (["--num-images", "0"], "--num-images must be >= 1"),
+    (["--eps", "8/0"], "--eps: '8/0': division by zero"),
+    (["--eps", "1e400"], "--eps: not a finite number"),
+    (["--eps", "8"], "Linf eps must be in [0, 1]"),
     (["--eps", "-1"], "eps must be >= 0"),
     (["--eps", "abc"], "--eps: not a number: 'abc'"),
 ])
