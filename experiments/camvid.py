@@ -27,13 +27,18 @@ MODELS = ("standard", "at")
 NAMES = {"standard": "standard", "at": "AT"}
 EPS = "4/255"  # the training adversary's eps (configs/camvid_at.py)
 CAR, CAR_PIXELS = 8, (800, 8000)  # whole-object holes: cars of 800-8000 px (of 43200)
-EVALUATIONS = {
+EVALUATIONS = {  # name -> (eps, flags)
     # The training adversary: PGD-3 at the training eps, step 2.5 eps / 3, random start.
-    "eval_train_adversary": ["--attack", "pgd", "--steps", "3"],
+    "eval_train_adversary": (EPS, ["--attack", "pgd", "--steps", "3"]),
     # Stronger: 20 steps, best of 3 random restarts, on the CE and on the SegPGD loss.
-    "eval_strong": ["--attack", "pgd", "--attack", "segpgd", "--steps", "20", "--restarts", "3"],
+    "eval_strong": (EPS, ["--attack", "pgd", "--attack", "segpgd", "--steps", "20",
+                          "--restarts", "3"]),
     # Robust accuracy vs eps (PGD-10).
-    "eval_curve": ["--steps", "10", "--eps-curve", "0,1/255,2/255,4/255,8/255,16/255"],
+    "eval_curve": (EPS, ["--steps", "10", "--eps-curve", "0,1/255,2/255,4/255,8/255,16/255"]),
+    # The Segmentation Ensemble Attack (red-eps APGD on JS, masked CE, balanced masked CE), 50
+    # steps per loss instead of the default 300 to fit the CPU (150 per image in all).
+    "eval_sea_4": ("4/255", ["--attack", "sea", "--steps", "50"]),
+    "eval_sea_8": ("8/255", ["--attack", "sea", "--steps", "50"]),
 }
 # Synthesis settings (one for both models), chosen on 4 val images before the final runs: 60
 # L2 steps, larger than Santurkar's scaled step (which barely moves a 180x240 image in 60 steps),
@@ -87,9 +92,9 @@ def main():
         run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m]],
             timings, f"train_{m} (this call; a resumed run counts only its last part)")
     checkpoints = [a for m in MODELS for a in ("--checkpoint", workdirs[m], "--name", NAMES[m])]
-    for name, extra in EVALUATIONS.items():
+    for name, (eps, extra) in EVALUATIONS.items():
         out = os.path.join(results, name)
-        run(["evaluate.py", *checkpoints, *DATA, "--eps", EPS, *extra, "--output", out],
+        run(["evaluate.py", *checkpoints, *DATA, "--eps", eps, *extra, "--output", out],
             timings, name, done=os.path.join(out, "results.json"))
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     synth = {
@@ -138,12 +143,16 @@ def summary(directory=PUBLISH):
     curve = load("eval_curve_curve.json")["curves"]
     pct = lambda s: f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"  # noqa: E731
     at_eps = lambda name: next(p for p in curve[name] if abs(p["eps"] - 4 / 255) < 1e-9)  # noqa: E731
+    sea = {e: load(f"eval_sea_{e}_results.json")["results"] for e in (4, 8)
+           if os.path.exists(os.path.join(directory, f"eval_sea_{e}_results.json"))}
     lines = ["| model | clean | PGD-3 (training adversary) | PGD-10 | PGD-20 x3 restarts | "
-             "SegPGD-20 x3 restarts |", "|---|---|---|---|---|---|"]
+             "SegPGD-20 x3 restarts |" + "".join(f" SEA 3x50 at {e}/255 |" for e in sea),
+             "|---|---|---|---|---|---|" + "---|" * len(sea)]
     for m in MODELS:
         n = NAMES[m]
         lines.append(f"| {n} | {pct(train[n]['clean'])} | {pct(train[n]['pgd'])} | "
-                     f"{pct(at_eps(n))} | {pct(strong[n]['pgd'])} | {pct(strong[n]['segpgd'])} |")
+                     f"{pct(at_eps(n))} | {pct(strong[n]['pgd'])} | {pct(strong[n]['segpgd'])} |"
+                     + "".join(f" {pct(sea[e][n]['sea'])} |" for e in sea))
     lines += ["", "Pixel accuracy / mIoU (%), CamVid val (101 images, 240x180), L-inf eps 4/255.",
               "", "| eps (PGD-10) | " + " | ".join(NAMES[m] for m in MODELS) + " |",
               "|---|" + "---|" * len(MODELS)]
