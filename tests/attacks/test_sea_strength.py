@@ -56,7 +56,7 @@ def test_sea_is_at_most_every_single_attack(trained):
     model, variables, images, labels, dataset = trained
     batches = [{"image": images, "label": labels}]
     weights = losses.balanced_class_weights(data.count_pixels(data.Subset(dataset, 64)))
-    sea = attacks.make("sea", eps=EPS, steps=30, class_weights=weights)
+    sea = attacks.make("sea", eps=EPS, steps=15, class_weights=weights)
     summary, per_image = evaluation.evaluate_attack(model, variables, batches, sea)
     pgd, _ = evaluation.evaluate_attack(model, variables, batches,
                                         attacks.make("pgd", eps=EPS, steps=10))
