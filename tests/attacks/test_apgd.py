@@ -119,6 +119,7 @@ def test_red_eps_schedule_splits_iterations_and_shrinks_the_ball():
     assert float(jnp.abs(x - images).max()) <= 4 / 255 + 1e-6  # the last ball is eps
 
 
+@pytest.mark.slow
 def test_sea_is_an_ensemble_of_red_eps_apgd_on_three_losses():
     weights = losses.balanced_class_weights([10, 30])
     sea = attacks.make("sea", eps=4 / 255, class_weights=weights)

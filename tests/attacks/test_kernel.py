@@ -57,7 +57,9 @@ def distances(x, x_ref):
 # Invariants of the presets
 
 
-@pytest.mark.parametrize("name", list(attacks.PRESETS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n in ("apgd", "apgd_red", "sea") else n
+                                  for n in attacks.PRESETS])
 def test_preset_stays_in_box_and_ball_and_raises_the_loss(tiny, name):
     model, variables, images, labels = tiny
     weights = losses.balanced_class_weights(np.ones(model.num_classes))

@@ -48,6 +48,7 @@ def run(argv):
     return code
 
 
+@pytest.mark.slow
 def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys):
     out = tmp_path / "inp"
     code = run(["inpaint", "--checkpoint", str(ckpts / "a"), "--checkpoint", str(ckpts / "b"),
@@ -104,6 +105,7 @@ def test_generate_image_file_with_gif(ckpts, tmp_path, capsys):
     assert metrics["images"][0]["hole_pixels"] == SIZE * SIZE
 
 
+@pytest.mark.slow
 def test_edit_swap_and_paint(ckpts, tmp_path, capsys):
     ds = data.get_dataset("synthetic", "val", size=(SIZE, SIZE))
     label = ds[0]["label"]

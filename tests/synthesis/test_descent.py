@@ -156,6 +156,7 @@ def test_unroll_changes_nothing_but_compilation(tiny, batch):
         run("yes")
 
 
+@pytest.mark.slow
 def test_long_descents_chain_short_unrolled_programs_with_the_same_iterates(tiny, batch):
     """Past the unroll limit `run` loops on the host over one compiled program of
     `runtime.chunk` unrolled steps; iterates, trace and frames equal one rolled program's."""
