@@ -80,6 +80,7 @@ def test_the_docs_have_commands():
     assert {"train.py", "evaluate.py", "synthesize.py", "-m"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, argv, line", ALL_COMMANDS,
                          ids=[f"{p.name}:{i}" for i, (p, _, _) in enumerate(ALL_COMMANDS)])
 def test_shell_commands_use_existing_flags(path, argv, line):

@@ -186,6 +186,7 @@ def test_long_descents_chain_short_unrolled_programs_with_the_same_iterates(tiny
     assert generated.trace.shape == (33, 2) and generated.frames is None
 
 
+@pytest.mark.slow
 def test_sign_and_plain_rules(tiny, batch):
     model, variables = tiny
     images, labels, _ = batch
