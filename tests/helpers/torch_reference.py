@@ -64,6 +64,10 @@ def torch_resnet(arch, seed):
 def camvid_image(height, width, index=0):
     """A real street scene from the shared CamVid copy, resized, float [0,1], NHWC batch of 1."""
     names = sorted((CAMVID / "val").glob("*.png"))
+    if not names:
+        import pytest
+
+        pytest.skip(f"CamVid copy absent at {CAMVID} (a clone without ../shared)")
     image = Image.open(names[index]).convert("RGB").resize((width, height), Image.BILINEAR)
     return (np.asarray(image, np.float32) / 255.0)[None]
 
