@@ -2,7 +2,10 @@
 
 import sys
 
-from jaxseg.cli.evaluate import main
+from jaxseg.errors import exit_on_interrupt
+
+exit_on_interrupt()  # before JAX loads: Ctrl-C at start-up exits 130 without a traceback
+from jaxseg.cli.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

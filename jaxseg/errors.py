@@ -1,6 +1,8 @@
 """The one exception type for errors a user can cause, and the CLI guard that reports it."""
 
 import functools
+import os
+import signal
 import sys
 
 
@@ -9,7 +11,8 @@ class JaxsegError(Exception):
 
 
 def cli_guard(main):
-    """Run a CLI entry point; a JaxsegError becomes one line on stderr and exit code 2."""
+    """Run a CLI entry point; a JaxsegError becomes one line on stderr and exit code 2, Ctrl-C
+    one line and exit code 130 (files are written atomically, so nothing is half-written)."""
 
     @functools.wraps(main)
     def guarded(*args, **kwargs):
@@ -19,5 +22,21 @@ def cli_guard(main):
             message = " ".join(str(err).split())  # always one line
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C before a loop's own handler is installed
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return guarded
+
+
+def exit_on_interrupt():
+    """From now on Ctrl-C (SIGINT) exits at once with code 130 and one line: no traceback from
+    inside JAX's start-up or compilation, and no crash in interpreter teardown while XLA threads
+    run. Files are written atomically, so nothing is half-written. The training loop installs
+    its own handler (save, then stop) while it runs."""
+
+    def interrupted(_signum, _frame):
+        os.write(2, b"interrupted\n")
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)

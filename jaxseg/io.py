@@ -44,6 +44,24 @@ def atomic_path(path, suffix=".tmp"):
             os.remove(tmp)
 
 
+def prepare_dir(path, what="directory"):
+    """Create the output directory `path` if needed and check that it can be written; one-line
+    errors for an empty name, a file in its place or a read-only place. Returns the absolute
+    path."""
+    if not str(path).strip():
+        raise JaxsegError(f"{what} must not be empty")
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise JaxsegError(f"{what} {path} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise JaxsegError(f"{what} {path} cannot be written: {err.strerror}") from None
+    return path
+
+
 def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
@@ -71,17 +89,39 @@ def to_uint8(image):
 
 
 def read_image(path):
-    """uint8 [H, W, 3] RGB pixels; a JaxsegError naming the file if it cannot be decoded."""
+    """uint8 [H, W, 3] RGB pixels; a JaxsegError naming the file if it cannot be decoded.
+
+    Conversions, explicitly: grayscale is repeated over the channels; 16-bit grayscale is
+    scaled to 8 bits (65535 -> 255; Pillow would clip it to white); a palette is looked up;
+    alpha (RGBA, LA, a palette's transparency) is dropped, the stored colours kept; Pillow reads
+    16-bit RGB as its high bytes. Float and 32-bit integer images are refused.
+    """
     try:
         with Image.open(path) as img:
             img.load()  # decodes now, so truncation is caught here
-            return np.asarray(img.convert("RGB"))
+            return _to_rgb(img, path)
     except FileNotFoundError:
         raise JaxsegError(f"image file not found: {path}") from None
     except IsADirectoryError:
         raise JaxsegError(f"cannot read image {path}: it is a directory") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise JaxsegError(f"cannot read image {path}: {err}") from None
+
+
+def _to_rgb(img, path):
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img).astype(np.int64)
+        if img.mode == "I" and (values.min() < 0 or values.max() > 65535):
+            raise JaxsegError(f"cannot read image {path}: 32-bit integer pixels; save it as "
+                              "8- or 16-bit PNG")
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if img.mode == "F":
+        raise JaxsegError(f"cannot read image {path}: floating-point pixels; save it as 8- or "
+                          "16-bit PNG")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow's route for a palette with transparency
+    return np.asarray(img.convert("RGB"))
 
 
 def _read(path, what, modes=None):

@@ -8,7 +8,7 @@ import os
 import sys
 
 from jaxseg.data.coco import coco_voc
-from jaxseg.errors import cli_guard
+from jaxseg.errors import cli_guard, exit_on_interrupt
 
 
 @cli_guard
@@ -27,4 +27,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

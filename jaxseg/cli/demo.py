@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from jaxseg.errors import exit_on_interrupt
 from jaxseg.io import write_text
 
 OUTPUT = "demo_output"
@@ -131,4 +132,5 @@ def write_summary():
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

@@ -17,8 +17,8 @@ import sys
 
 from jaxseg import attacks
 from jaxseg.attacks import losses
-from jaxseg.config.overrides import parse_keyvalues, parse_number
-from jaxseg.errors import cli_guard
+from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
+from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.evaluation.report import evaluate_checkpoints, markdown_table
 
 
@@ -65,7 +65,7 @@ def main(argv=None):
         args.checkpoint, names=args.name, output=args.output, data=args.data, split=args.split,
         data_kwargs=parse_keyvalues(args.data_arg, "data-arg"), num_images=args.num_images,
         batch_size=args.batch_size, short_side=args.short_side,
-        pad_to=tuple(int(v) for v in args.pad_to.split(",")) if args.pad_to else None,
+        pad_to=parse_size(args.pad_to, "pad-to") if args.pad_to else None,
         attacks=args.attack, eps=parse_number(args.eps, "eps"), steps=args.steps,
         loss=args.loss, class_counts=args.class_counts, worst=args.worst_case, quiet=args.quiet,
         step_size=None if args.step_size is None else parse_number(args.step_size, "step-size"),
@@ -79,4 +79,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

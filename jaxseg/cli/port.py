@@ -11,7 +11,7 @@ import os
 import sys
 
 from jaxseg import models
-from jaxseg.errors import JaxsegError, cli_guard
+from jaxseg.errors import JaxsegError, cli_guard, exit_on_interrupt
 from jaxseg.models import port
 
 
@@ -32,6 +32,7 @@ def _parse_args(argv):
     exp = sub.add_parser("export", help="jaxseg checkpoint -> torchvision state dict (.pth)")
     exp.add_argument("checkpoint")
     exp.add_argument("output_file")
+    exp.add_argument("--overwrite", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -47,10 +48,15 @@ def main(argv=None):
         print(f"ported {found} checkpoint {args.source_file} -> {args.output_dir}")
         print(port.summary(model, variables))
     else:
+        if os.path.isdir(args.output_file):
+            raise JaxsegError(f"{args.output_file}: is a directory; give a file name (.pth)")
+        if os.path.exists(args.output_file) and not args.overwrite:
+            raise JaxsegError(f"{args.output_file}: already exists (use --overwrite)")
         model, variables = models.load(args.checkpoint)
         port.export_pth(variables, args.output_file)
         print(f"exported {model.arch} ({model.num_classes} classes) -> {args.output_file}")
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from jaxseg.config.overrides import parse_keyvalues, parse_number
-from jaxseg.errors import cli_guard
+from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.synthesis import descent, objectives
 from jaxseg.synthesis.session import MODES, Request, synthesize
 
@@ -88,4 +88,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

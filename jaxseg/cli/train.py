@@ -12,7 +12,7 @@ import sys
 
 from jaxseg import config as configs
 from jaxseg import runtime
-from jaxseg.errors import cli_guard
+from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.train import train
 
 
@@ -34,4 +34,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    exit_on_interrupt()
     sys.exit(main())

@@ -75,6 +75,18 @@ def parse_number(text, name):
     return float(value)
 
 
+def parse_size(text, name):
+    """(H, W) of positive integers from 'H,W' on the command line."""
+    parts = str(text).split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise JaxsegError(f"--{name}: expected H,W (two positive integers), got {text!r}")
+    return size
+
+
 def parse_keyvalues(items, name):
     """{'key': value} from repeated 'key=value' flags (values parsed as by `parse_value`)."""
     pairs = {}

@@ -20,7 +20,7 @@ from jaxseg.attacks import losses
 from jaxseg.evaluation import confusion, metrics
 from jaxseg.evaluation.worst_case import PerImage, worst_case
 from jaxseg.errors import JaxsegError
-from jaxseg.io import atomic_path, write_json, write_text
+from jaxseg.io import atomic_path, prepare_dir, write_json, write_text
 
 WORST = "worst case"
 
@@ -104,7 +104,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                                            restarts=restarts, loss=loss, class_weights=weights)}
     if eps_curve:
         attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
-    os.makedirs(output, exist_ok=True)
+    prepare_dir(output, "output")
 
     loader = lambda: datasets.eval_loader(dataset, batch_size, short_side=short_side,  # noqa: E731
                                           pad_to=pad_to)

@@ -5,10 +5,13 @@ and `variables` ({'params', 'batch_stats'}). `load()` also accepts a directory o
 (an orbax CheckpointManager root, as training writes) and then takes the latest step.
 """
 
+import contextlib
+import logging
 import os
 import re
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxseg.errors import JaxsegError
@@ -17,6 +20,19 @@ from jaxseg.models.build import from_config, init, model_config
 
 def _checkpointer():
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+    """Silence orbax's absl warnings while probing a checkpoint that may be damaged (jaxseg
+    reports the damage itself, in one line)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def save(path, model, variables, overwrite=False):
@@ -56,7 +72,9 @@ def resolve(path):
 def load_config(path):
     path = resolve(path)
     try:
-        restored = _checkpointer().restore(path, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
+        with quiet_orbax():
+            restored = _checkpointer().restore(
+                path, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
     except Exception as err:  # orbax raises many types for damaged directories
         raise JaxsegError(f"{path}: unreadable checkpoint ({type(err).__name__})") from err
     return restored["model"]
@@ -69,10 +87,31 @@ def load(path):
     abstract = jax.eval_shape(lambda: init(model, jax.random.key(0)))
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     try:
-        restored = _checkpointer().restore(
-            path, args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract))
-        )
+        with quiet_orbax():
+            stored = ocp.StandardCheckpointer().metadata(os.path.join(path, "variables")).item_metadata
     except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise JaxsegError(f"{path}: variables do not match the stored model config: {first_line}") from err
-    return model, restored["variables"]
+        raise JaxsegError(f"{path}: damaged checkpoint, unreadable variables metadata "
+                          f"({type(err).__name__})") from err
+    if stored is None:  # orbax returns nothing for a missing or corrupt item
+        raise JaxsegError(f"{path}: damaged checkpoint, its variables item is missing or corrupt")
+    stored = stored.tree if hasattr(stored, "tree") else stored
+    if _shapes(stored) != _shapes(abstract):
+        raise JaxsegError(f"{path}: its variables do not match its model config ({model.arch}, "
+                          f"{model.num_classes} classes)")
+    try:
+        with quiet_orbax():
+            restored = _checkpointer().restore(
+                path, args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract))
+            )["variables"]
+    except Exception as err:  # truncated or missing array files (TensorStore's long dump)
+        raise JaxsegError(f"{path}: damaged checkpoint, its arrays cannot be read (missing or "
+                          "truncated array files)") from err
+    if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(restored)):
+        raise JaxsegError(f"{path}: the checkpoint holds non-finite (NaN or inf) parameters")
+    return model, restored
+
+
+def _shapes(tree):
+    """{path: shape} of a variables tree (abstract arrays or orbax metadata)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in flat}

@@ -1,12 +1,24 @@
 """Training checkpoints with orbax: async saves, the last N kept; each step is also a model
-checkpoint (`jaxseg.models.load` reads it)."""
+checkpoint (`jaxseg.models.load` reads it).
 
+Resuming takes the newest intact step: a damaged one (truncated arrays, a missing item, corrupt
+metadata, an empty folder, non-finite values) is renamed aside to `<step>.damaged` (kept, never
+deleted) with a one-line warning, and the next older one is tried. A step whose arrays have other
+shapes than the new run's state is not damaged but a different experiment: that stops the run,
+naming the configuration keys that differ.
+"""
+
+import collections
 import os
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxseg.errors import JaxsegError
 from jaxseg.models import model_config
+from jaxseg.models.checkpoint import quiet_orbax
 
 
 class TrainCheckpoints:
@@ -19,10 +31,15 @@ class TrainCheckpoints:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.model = model
-        self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        self.directory = os.path.abspath(directory)
+        with quiet_orbax():  # it reads every step's metadata; damage is reported on restore
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self):
         return self.manager.latest_step()
+
+    def path(self, step):
+        return os.path.join(self.directory, str(step))
 
     def save(self, step, variables, train, data_state, config):
         self.manager.save(step, force=True, args=ocp.args.Composite(
@@ -43,8 +60,105 @@ class TrainCheckpoints:
         ))
         return restored["variables"], restored["train"], restored["data"]
 
+    def saved_config(self, step):
+        """The configuration dict stored with `step`."""
+        return self.manager.restore(step, args=ocp.args.Composite(
+            config=ocp.args.JsonRestore()))["config"]
+
+    def restore_latest(self, variables, train, config):
+        """(step, variables, train, data_state, changed_keys) of the newest intact step, or None
+        when there is none at all. `config` (a dict) is compared with the stored one: differing
+        keys are returned when the state's shapes agree, and stop the run when they do not."""
+        with quiet_orbax():
+            steps = sorted(self.manager.all_steps(), reverse=True)
+        damaged = []
+        for step in steps:
+            try:
+                with quiet_orbax():
+                    saved = self.saved_config(step)
+                    same_shapes = all(_shapes(self.path(step), name) == _shapes_of(target)
+                                      for name, target in (("variables", variables),
+                                                           ("train", train)))
+            except Exception as err:  # orbax and tensorstore raise many types for damage
+                damaged.append(self._set_aside(step, err))
+                continue
+            changes = config_changes(saved, config)
+            if not same_shapes:
+                listed = "; ".join(changes) or "none (the code's state layout changed)"
+                raise JaxsegError(f"{self.directory}: step {step} was trained with a different "
+                                  f"model, data or adversarial mode, so it cannot be resumed with "
+                                  f"this configuration; changed keys: {listed}. Use a new workdir")
+            try:
+                with quiet_orbax():
+                    restored = self.restore(step, variables, train)
+                _check_finite(restored[:2], self.path(step))
+            except Exception as err:
+                damaged.append(self._set_aside(step, err))
+                continue
+            return (step, *restored, changes)
+        if damaged:
+            raise JaxsegError(f"{self.directory}: no intact checkpoint (damaged, set aside: "
+                              f"{', '.join(damaged)}); nothing to resume from")
+        return None
+
+    def _set_aside(self, step, err):
+        """Rename a damaged step to `<step>.damaged[.N]` (orbax ignores it), warn in one line."""
+        source = self.path(step)
+        target, n = f"{source}.damaged", 1
+        while os.path.exists(target):
+            target, n = f"{source}.damaged.{n}", n + 1
+        if jax.process_index() == 0:
+            os.rename(source, target)
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            print(f"warning: checkpoint {source} is damaged ({reason}); moved aside to {target}, "
+                  "trying the previous one", file=sys.stderr)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"jaxseg set aside {step}")
+        self.manager.reload()
+        return os.path.basename(target)
+
     def wait(self):
         self.manager.wait_until_finished()
 
     def close(self):
         self.manager.close()
+
+
+def _shapes(step_path, item):
+    """The multiset of (shape, dtype) of the arrays saved in item `item` of a step."""
+    metadata = ocp.StandardCheckpointer().metadata(os.path.join(step_path, item)).item_metadata
+    if metadata is None:  # orbax logs the reason and returns nothing
+        raise JaxsegError(f"item {item!r} is missing or its metadata is unreadable")
+    leaves = jax.tree_util.tree_leaves(metadata.tree if hasattr(metadata, "tree") else metadata)
+    return collections.Counter((tuple(x.shape), np.dtype(x.dtype).name) for x in leaves)
+
+
+def _shapes_of(tree):
+    return collections.Counter((tuple(x.shape), np.dtype(x.dtype).name)
+                               for x in jax.tree_util.tree_leaves(tree))
+
+
+def _check_finite(trees, path):
+    for leaf in jax.tree_util.tree_leaves(trees):
+        if jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact) and not bool(jax.numpy.isfinite(leaf).all()):
+            raise JaxsegError(f"{path}: holds non-finite values")
+
+
+def config_changes(old, new, prefix=""):
+    """'key: old -> new' for every leaf that differs between two nested config dicts."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif _normal(a) != _normal(b):
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def _normal(value):
+    """Tuples and lists compare alike (JSON stores tuples as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    return value

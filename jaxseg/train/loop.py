@@ -3,9 +3,11 @@ guard, logging (progress bar, JSON lines, optional TensorBoard) and periodic eva
 
     train(config, workdir)   # config: jaxseg.config.base() with experiment changes
 
-Workdir: checkpoints/<step>/ (orbax), metrics.jsonl, samples/step_<N>.png, config.json.
-Re-running with the same workdir resumes from the latest checkpoint: parameters, optimizer
-state, PRNG key and the data iterator's position, so an interrupted run continues exactly.
+Workdir (see jaxseg.train.workdir): checkpoints/<step>/ (orbax), metrics.jsonl,
+samples/step_<N>.png, config.json, config_history.jsonl, train.lock. Re-running with the same
+workdir resumes from the newest intact checkpoint: parameters, optimizer state, PRNG key and the
+data iterator's position, so an interrupted run continues exactly. Every exit path finishes (or
+abandons) the checkpoint save in flight before it reports.
 """
 
 import json
@@ -18,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import attacks, data, evaluation, io, labels, models, runtime, viz
+from jaxseg import attacks, data, evaluation, labels, models, runtime, viz
 from jaxseg import config as configs
 from jaxseg.train import optim
 from jaxseg.train import state as training
+from jaxseg.train import workdir as workdirs
 from jaxseg.train.checkpoint import TrainCheckpoints
 from jaxseg.errors import JaxsegError
 
@@ -144,10 +147,15 @@ def train(config, workdir):
     """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
     configs.check(config)
     training.adversary(config.adv)  # validate the attack settings before any work
+    workdir = workdirs.prepare(workdir)
+    with workdirs.lock(workdir):
+        return _train(config, workdir)
+
+
+def _train(config, workdir):
     specs = _eval_specs(config)
     train_ds, eval_ds = _datasets(config)
     model, variables = _model_and_variables(config, train_ds.info.num_classes)
-    os.makedirs(workdir, exist_ok=True)
     mesh = runtime.make_mesh()
     if config.batch_size % mesh.size:
         raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} "
@@ -171,49 +179,78 @@ def train(config, workdir):
     state = jax.device_put(state, training.state_shardings(mesh, state))
 
     checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), model,
-                                              keep=config.checkpoint.keep)
-    start = checkpoints.latest_step() or 0
-    if start:
-        restored_vars, restored_train, data_state = checkpoints.restore(
-            start, state.variables, _train_items(state))
+                                   keep=config.checkpoint.keep)
+    resumed = checkpoints.restore_latest(state.variables, _train_items(state), config.to_dict())
+    start, changes = 0, []
+    if resumed:
+        start, restored_vars, restored_train, data_state, changes = resumed
         state = state.replace(**restored_vars, **restored_train)
         loader.set_state(data_state)
+        if changes and jax.process_index() == 0:
+            print(f"resuming step {start} with changed settings: {'; '.join(changes)}",
+                  file=sys.stderr)
+    workdirs.trim_metrics(workdir, start)
+    workdirs.record_config(workdir, config, start, changes)
     log = MetricsLog(workdir)
-    if jax.process_index() == 0:
-        io.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
     step_fn = training.compile_step(training.make_train_step(model, tx, config), mesh, state)
     save = lambda step: checkpoints.save(step, state.variables, _train_items(state),  # noqa: E731
                                          loader.get_state(), config.to_dict())
     progress = _progress(start, config.steps)
-    pending, last_good, stopped_by = [], start, None
-    with StopSignals() as signals:
-        for step in range(start + 1, config.steps + 1):
-            batch = data.to_global(next(loader), batch_sharding)
-            state, metrics = step_fn(state, batch["image"], batch["label"])
-            pending.append(metrics)
-            progress.update(1)
-            boundary = step % config.log_every == 0 or step % config.checkpoint.every == 0
-            if boundary or step == config.steps or signals.received:
-                _check_and_log(pending, step, log, progress, last_good)
-                pending = []
-            if step % config.checkpoint.every == 0 or step == config.steps or signals.received:
-                save(step)
-                last_good = step
-            if step % config.eval.every == 0 or step == config.steps:
-                _evaluate(model, state.variables, config, eval_ds, specs, mesh, step, log, workdir)
-            if signals.received:
-                stopped_by = signals.received
-                break
-    checkpoints.wait()
-    checkpoints.close()
-    progress.close()
-    log.close()
-    loader.close()
+    pending, last_saved, stopped_by = [], start, None
+    try:
+        with StopSignals() as signals:
+            for step in range(start + 1, config.steps + 1):
+                batch = data.to_global(next(loader), batch_sharding)
+                state, metrics = step_fn(state, batch["image"], batch["label"])
+                pending.append(metrics)
+                progress.update(1)
+                boundary = step % config.log_every == 0 or step % config.checkpoint.every == 0
+                if boundary or step == config.steps or signals.received:
+                    _check_and_log(pending, step, log, progress)
+                    pending = []
+                if step % config.checkpoint.every == 0 or step == config.steps or signals.received:
+                    save(step)
+                    last_saved = step
+                if step % config.eval.every == 0 or step == config.steps:
+                    _evaluate(model, state.variables, config, eval_ds, specs, mesh, step, log,
+                              workdir)
+                if signals.received:
+                    stopped_by = signals.received
+                    break
+            checkpoints.wait()  # still under the handler: a Ctrl-C now cannot cut the save
+    except (NonFiniteStep, OSError) as err:  # OSError: a full disk, a vanished workdir
+        _settle(checkpoints)
+        latest = checkpoints.latest_step()
+        where = checkpoints.path(latest) if latest else "none (no checkpoint was saved yet)"
+        raise JaxsegError(f"{err}; stopped, the last good checkpoint is {where}") from None
+    except BaseException:
+        _settle(checkpoints)
+        raise
+    finally:
+        checkpoints.close()
+        progress.close()
+        log.close()
+        loader.close()
     if stopped_by:
-        print(f"stopped by {stopped_by} after step {last_good}; checkpoint saved in {workdir}",
+        print(f"stopped by {stopped_by} after step {last_saved}; checkpoint saved in {workdir}",
               file=sys.stderr)
-    return {"step": last_good, "stopped_by": stopped_by, "model": model, "state": state}
+    return {"step": last_saved, "stopped_by": stopped_by, "model": model, "state": state}
+
+
+def _settle(checkpoints):
+    """Finish the save in flight before an error is reported, so that the checkpoint the message
+    names exists; a save that cannot finish is abandoned (orbax never publishes it)."""
+    try:
+        checkpoints.wait()
+    except Exception as err:  # the save itself failed (full disk ...): it stays unpublished
+        print(f"warning: the checkpoint save in flight failed: {' '.join(str(err).split())[:200]}",
+              file=sys.stderr)
+    checkpoints.manager.reload()
+
+
+class NonFiniteStep(Exception):
+    """A step whose loss or update was not finite (the state was left unchanged)."""
 
 
 def _train_items(state):
@@ -224,15 +261,17 @@ def _train_items(state):
     return items
 
 
-def _check_and_log(pending, step, log, progress, last_good):
-    """Fetch the metrics of the last steps; stop on a non-finite loss (the state is unchanged by
+def _check_and_log(pending, step, log, progress):
+    """Fetch the metrics of the last steps; stop on a non-finite step (the state is unchanged by
     such a step, and nothing is saved after it)."""
     values = jax.device_get(pending)
     for offset, metrics in enumerate(values):
         if not metrics["finite"]:
             bad = step - len(values) + offset + 1
-            raise JaxsegError(f"loss is {float(metrics['loss'])} at step {bad}; stopped, the last "
-                              f"good checkpoint is step {last_good}")
+            loss = float(metrics["loss"])
+            what = (f"loss is {loss}" if not np.isfinite(loss)
+                    else f"the update made parameters non-finite (loss {loss:.4g})")
+            raise NonFiniteStep(f"{what} at step {bad}")
     loss = float(np.mean([m["loss"] for m in values]))
     acc = float(np.mean([m["pixel_acc"] for m in values]))
     log.write(step, "train", {"loss": loss, "pixel_acc": acc})

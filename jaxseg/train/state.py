@@ -79,11 +79,19 @@ def adversary(adv):
                         use_best=False, bn=adv.bn)
 
 
+def all_finite(tree):
+    """One boolean: every floating-point leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+
 def make_train_step(model, tx, config):
     """step(state, images, labels) -> (state, metrics) for `config.adv.mode`.
 
-    A step whose loss is not finite leaves the state unchanged (but for the step counter and key)
-    and reports finite=False; the loop stops on it, so the last checkpoint stays good.
+    A step whose loss or updated parameters / optimizer state are not finite leaves the state
+    unchanged (but for the step counter and key) and reports finite=False; the loop stops on it,
+    so the last checkpoint stays good.
     """
     aux_weight = config.aux_weight
     freeze_backbone = config.optim.freeze_backbone
@@ -97,17 +105,22 @@ def make_train_step(model, tx, config):
             loss = loss + aux_weight * batch_cross_entropy(out["aux"], labels)
         return loss, (new["batch_stats"], out["out"])
 
-    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2), has_aux=True)
+    # Only free AT reuses the input gradient; the other modes do not pay for it.
+    free = config.adv.mode == "free"
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 2) if free else 0, has_aux=True)
 
     def update(state, images, labels, dropout_key):
-        """One optimizer step on (images, labels); also returns d loss / d images."""
-        (loss, (batch_stats, logits)), (grads, image_grads) = grad_fn(
+        """One optimizer step on (images, labels); also returns d loss / d images (free AT)."""
+        (loss, (batch_stats, logits)), grads = grad_fn(
             state.params, state.batch_stats, images, labels, dropout_key)
+        grads, image_grads = grads if free else (grads, None)
         if freeze_backbone:  # a frozen backbone keeps its BN statistics too
             batch_stats = {**batch_stats, "backbone": state.batch_stats["backbone"]}
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss)
+        # A finite loss can still give non-finite parameters (a huge learning rate): check
+        # what would be kept, so that no checkpoint ever holds a NaN.
+        finite = jnp.isfinite(loss) & all_finite((params, batch_stats, opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda n, o: jnp.where(finite, n, o), new, old)
         state = state.replace(step=state.step + 1, params=keep(params, state.params),
@@ -139,10 +152,11 @@ def make_train_step(model, tx, config):
         direction = attacks.make_step("sign")
 
         def replay(_, carry):
-            state, delta, _ = carry
+            state, delta, previous = carry
             key, dropout_key = jax.random.split(jax.random.wrap_key_data(state.key))
             x = project(images + delta, images)
             state, metrics, image_grads = update(state, x, labels, dropout_key)
+            metrics["finite"] = metrics["finite"] & previous["finite"]  # any bad replay counts
             delta = project(x + spec.eps * direction(image_grads), images) - images
             return state.replace(key=jax.random.key_data(key)), delta, metrics
 

@@ -80,17 +80,29 @@ def test_split_metrics_equal_one_big_confusion(ported):
     (["--attack", "sea", "--class-counts", "/nonexistent.json"], "class counts file not found"),
     (["--attack", "sea", "--loss", "js"], "sea runs its own losses"),
     (["--num-images", "0"], "--num-images must be >= 1"),
+    (["--num-images", "-1"], "--num-images must be >= 1"),
+    (["--attack", "pgd", "--step-size", "8/0"], "--step-size: '8/0': division by zero"),
     (["--eps", "8/0"], "--eps: '8/0': division by zero"),
     (["--eps", "1e400"], "--eps: not a finite number"),
     (["--eps", "8"], "Linf eps must be in [0, 1]"),
     (["--eps", "-1"], "eps must be >= 0"),
     (["--eps", "abc"], "--eps: not a number: 'abc'"),
+    (["--pad-to", "abc"], "--pad-to: expected H,W (two positive integers), got 'abc'"),
 ])
 def test_bad_arguments(ported, tmp_path, args, message):
     result = run("--checkpoint", ported, *SYNTHETIC, *args, "--output", tmp_path / "o")
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_output_that_is_a_file_is_one_line(ported, tmp_path):
+    (tmp_path / "o").write_text("keep me")
+    result = run("--checkpoint", ported, *SYNTHETIC, "--output", tmp_path / "o")
+    assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "o").read_text() == "keep me"
 
 
 @pytest.mark.slow

@@ -164,6 +164,23 @@ def test_cli_ports_and_exports(tiny_state, tmp_path):
     assert set(back) == set(tiny_state)
     for k, v in tiny_state.items():
         np.testing.assert_array_equal(back[k].numpy(), v)
+    assert (tmp_path / "back.pth").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    # export refuses what import refuses: an existing file without --overwrite, a directory
+    before = (tmp_path / "back.pth").read_bytes()
+    result = run_cli("export", tmp_path / "ckpt", tmp_path / "back.pth")
+    assert result.returncode == 2 and "already exists (use --overwrite)" in result.stderr
+    assert (tmp_path / "back.pth").read_bytes() == before
+    result = run_cli("export", tmp_path / "ckpt", tmp_path)
+    assert result.returncode == 2 and "is a directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("export", tmp_path / "ckpt", tmp_path / "back.pth", "--overwrite")
+    assert result.returncode == 0, result.stderr
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def corrupt(state, how):

@@ -1,0 +1,315 @@
+"""Faults lose nothing: a failing step, a damaged checkpoint, a second trainer, a changed
+configuration, Ctrl-C at start-up, kills at random points; bad workdirs are one line."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxseg import JaxsegError, models
+from jaxseg.cli import evaluate as evaluate_cli
+from jaxseg.cli import train as train_cli
+from jaxseg.train import train
+from jaxseg.train import workdir as workdirs
+from jaxseg.train.checkpoint import TrainCheckpoints
+from tests.helpers import paths, train_worker
+
+REPO = str(paths.REPO)
+QUICK = os.path.join(REPO, "configs", "quick.py")
+
+
+def run_cli(main, *argv):
+    """The exit code of an in-process CLI call."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code
+
+
+def one_line_error(capsys, code, text):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and text in lines[0], err
+    return lines[0]
+
+
+def train_records(workdir):
+    records = []
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+    return [r["step"] for r in records if r["kind"] == "train"]
+
+
+def steps_on_disk(workdir):
+    return sorted(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
+
+
+# --- errors inside the loop ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_an_error_mid_run_names_a_checkpoint_that_exists(tmp_path, capsys):
+    # lr 1e30: step 1 is finite, step 2's loss is NaN while step 1's async save is in flight.
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path, "--config.steps=5",
+                   "--config.optim.lr=1e30", "--config.checkpoint.every=1")
+    line = one_line_error(capsys, code, "loss is nan at step 2")
+    named = line.split("the last good checkpoint is ")[1]
+    assert os.path.isdir(named) and named.endswith("checkpoints/1")
+    assert os.listdir(tmp_path / "checkpoints") == ["1"]  # finished, no orbax tmp folder left
+    models.load(named)  # loads, finite
+
+
+@pytest.mark.slow
+def test_a_non_finite_update_is_never_saved(tmp_path, capsys):
+    # lr 1e39 (inf in float32): the loss of step 1 is finite, every updated parameter is not.
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path, "--config.steps=5",
+                   "--config.optim.lr=1e39", "--config.checkpoint.every=1")
+    one_line_error(capsys, code, "the update made parameters non-finite")
+    assert TrainCheckpoints(tmp_path / "checkpoints", None).latest_step() is None
+
+
+def test_load_and_evaluate_refuse_non_finite_parameters(tmp_path, capsys):
+    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    variables = models.init(model, jax.random.key(0), (32, 32))
+    variables["params"]["classifier"]["out"]["bias"] = jnp.full((7,), jnp.nan)
+    models.save(tmp_path / "nan", model, variables)
+    with pytest.raises(JaxsegError, match="non-finite"):
+        models.load(tmp_path / "nan")
+    code = run_cli(evaluate_cli.main, "--checkpoint", tmp_path / "nan", "--output", tmp_path / "o")
+    one_line_error(capsys, code, "non-finite (NaN or inf) parameters")
+    assert not (tmp_path / "o").exists()
+
+
+# --- damaged checkpoints -----------------------------------------------------------------------
+
+def damage(step_dir, kind):
+    if kind == "truncated arrays":
+        for root, _, files in os.walk(step_dir):
+            for name in files:
+                if os.path.basename(root) == "d":  # array data files of the OCDBT store
+                    os.truncate(os.path.join(root, name), 10)
+    elif kind == "no train item":
+        shutil.rmtree(step_dir / "train")
+    elif kind == "no data item":
+        shutil.rmtree(step_dir / "data")
+    elif kind == "corrupt metadata":
+        (step_dir / "train" / "_METADATA").write_text("garbage")
+        (step_dir / "_CHECKPOINT_METADATA").write_text("garbage")
+    elif kind == "empty folder":
+        shutil.rmtree(step_dir)
+        step_dir.mkdir()
+
+
+@pytest.fixture(scope="module")
+def three_steps(tmp_path_factory):
+    """A workdir with checkpoints at steps 1, 2, 3."""
+    workdir = tmp_path_factory.mktemp("three") / "w"
+    config = train_worker.tiny_config(steps=3)
+    config.checkpoint.every = 1
+    train(config, str(workdir))
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["truncated arrays", "no train item", "no data item",
+                                  "corrupt metadata", "empty folder"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(three_steps, tmp_path,
+                                                                          capsys, kind):
+    workdir = tmp_path / "w"
+    shutil.copytree(three_steps, workdir)
+    damage(workdir / "checkpoints" / "3", kind)
+    config = train_worker.tiny_config(steps=4)
+    config.checkpoint.every = 1
+    result = train(config, str(workdir))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert len(warnings) == 1 and "checkpoints/3 is damaged" in warnings[0], warnings
+    assert result["step"] == 4 and (workdir / "checkpoints" / "3.damaged").is_dir()  # kept aside
+    assert 4 in steps_on_disk(workdir)
+    assert train_records(workdir) == [1, 2, 3, 4]  # step 3 logged again by the resumed run: once
+
+
+@pytest.mark.slow
+def test_no_intact_checkpoint_is_one_line(three_steps, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(three_steps, workdir)
+    for step in (1, 2, 3):
+        damage(workdir / "checkpoints" / str(step), "empty folder")
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", workdir, "--config.steps=4")
+    one_line_error(capsys, code, "no intact checkpoint")
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1.damaged", "2.damaged", "3.damaged"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, message", [
+    ("truncated arrays", "damaged checkpoint, its variables item is missing or corrupt"),
+    ("empty folder", "not a jaxseg checkpoint"),
+])
+def test_evaluate_and_port_on_a_damaged_checkpoint(three_steps, tmp_path, capsys, kind, message):
+    step = tmp_path / "step"
+    shutil.copytree(three_steps / "checkpoints" / "3", step)
+    damage(step, kind)
+    code = run_cli(evaluate_cli.main, "--checkpoint", step, "--output", tmp_path / "o")
+    assert str(step) in one_line_error(capsys, code, message)
+    from jaxseg.cli import port as port_cli
+    code = run_cli(port_cli.main, "export", step, tmp_path / "m.pth")
+    assert str(step) in one_line_error(capsys, code, message)
+    assert not (tmp_path / "m.pth").exists()
+
+
+# --- changed configuration, metrics, workdir --------------------------------------------------
+
+@pytest.mark.slow
+def test_resume_with_a_changed_model_stops_and_lists_the_keys(three_steps, tmp_path, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(three_steps, workdir)
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", workdir, "--config.steps=4",
+                   "--config.model.arch=fcn_resnet26_w16")
+    line = one_line_error(capsys, code, "cannot be resumed with this configuration")
+    assert "model.arch: 'fcn_resnet14_w8' -> 'fcn_resnet26_w16'" in line and "steps: 3 -> 4" in line
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", workdir, "--config.steps=4",
+                   "--config.adv.mode=free")
+    assert "adv.mode: 'none' -> 'free'" in one_line_error(capsys, code, "cannot be resumed")
+    assert steps_on_disk(workdir) == [1, 2, 3]  # nothing touched
+
+
+@pytest.mark.slow
+def test_resume_with_a_changed_learning_rate_is_printed_and_kept_in_the_history(three_steps,
+                                                                                tmp_path, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(three_steps, workdir)
+    config = train_worker.tiny_config(steps=4)
+    config.optim.lr = 0.05
+    train(config, str(workdir))
+    err = capsys.readouterr().err
+    line = [line for line in err.splitlines() if line.startswith("resuming step 3")][0]
+    assert "optim.lr: 0.02 -> 0.05" in line and "steps: 3 -> 4" in line
+    history = [json.loads(line) for line in (workdir / "config_history.jsonl").read_text().splitlines()]
+    assert [h["start_step"] for h in history] == [0, 3]
+    assert history[0]["config"]["optim"]["lr"] == 0.02 and history[1]["config"]["optim"]["lr"] == 0.05
+    assert json.loads((workdir / "config.json").read_text())["optim"]["lr"] == 0.05
+
+
+def test_trim_metrics_keeps_one_record_per_step(tmp_path):
+    records = [{"step": s, "kind": "train"} for s in (1, 2, 3, 4)] + [{"step": 2, "kind": "eval_clean"}]
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "ki'  # cut by a kill
+    (tmp_path / "metrics.jsonl").write_text(text)
+    workdirs.trim_metrics(str(tmp_path), 2)
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [records[0], records[1], records[4]]
+
+
+def read_only_dir(tmp_path):
+    if os.geteuid() != 0:
+        path = tmp_path / "ro"
+        path.mkdir(mode=0o555)
+        return path / "w"
+    return "/sys/jaxseg-test-workdir"  # root writes through permissions; sysfs refuses mkdir
+
+
+@pytest.mark.parametrize("case, message", [
+    ("file", "is a file, not a directory"),
+    ("empty", "workdir must not be empty"),
+    ("read-only", "cannot be written"),
+])
+def test_bad_workdir_is_one_line(tmp_path, capsys, case, message):
+    workdir = {"file": tmp_path / "f", "empty": "", "read-only": read_only_dir(tmp_path)}[case]
+    (tmp_path / "f").write_text("x")
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", workdir)
+    one_line_error(capsys, code, message)
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_a_second_trainer_on_a_workdir_is_refused(tmp_path, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom jaxseg.train import workdir\n"
+         "with workdir.lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n",
+         str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path)
+        one_line_error(capsys, code, f"is in use by another trainer (pid {holder.pid})")
+        assert not (tmp_path / "checkpoints").exists()
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock
+        holder.wait()
+    with workdirs.lock(str(tmp_path)):
+        pass
+
+
+# --- signals -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
+    for delay in (0.3, 2.0, 5.0):
+        workdir = tmp_path / f"w{delay}"
+        process = subprocess.Popen([sys.executable, "train.py", "--config", QUICK, "--workdir",
+                                    str(workdir), "--config.steps=3"], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        if process.returncode == 0:  # start-up was over: the loop saved and stopped
+            assert "stopped by SIGINT" in err
+            continue
+        assert process.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+        if (workdir / "config.json").exists():
+            json.loads((workdir / "config.json").read_text())  # whole, never half-written
+
+
+@pytest.mark.slow
+def test_sigterm_and_kills_at_random_points_lose_nothing(tmp_path):
+    """A SIGTERM (save and stop, exit 0), then SIGKILLs at random moments across several save
+    cycles (some in the second after a save, while it is still in flight); the resumed run must
+    reach the parameters of an uninterrupted run bit for bit, and metrics.jsonl must hold one
+    record per step."""
+    steps = 60
+    config = train_worker.tiny_config(steps=steps)
+    config.checkpoint.every = 5
+    config_path = tmp_path / "config.py"
+    config_path.write_text(
+        "import json, ml_collections\n"
+        f"def get_config():\n    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    command = [sys.executable, "train.py", "--config", str(config_path), "--workdir"]
+    straight = subprocess.run(command + [str(tmp_path / "straight")], cwd=REPO,
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "straight" / "tensorboard"))
+
+    rng = random.Random(0)
+    workdir = tmp_path / "interrupted"
+    targets = sorted(rng.sample(range(3, steps - 3), 4))  # interrupt once this many are logged
+    signals = [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGKILL]
+    sent = []
+    for target, sig in zip(targets, signals):
+        process = subprocess.Popen(command + [str(workdir)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        while process.poll() is None:
+            if (workdir / "metrics.jsonl").exists() and len(train_records(workdir)) >= target:
+                time.sleep(rng.uniform(0.0, 0.05))
+                process.send_signal(sig)
+                sent.append(sig)
+                break
+            time.sleep(0.002)
+        _, err = process.communicate(timeout=120)
+        if sent and sent[-1] == signal.SIGTERM == sig:
+            assert process.returncode == 0 and "stopped by SIGTERM" in err, err
+    final = subprocess.run(command + [str(workdir)], cwd=REPO, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert sent.count(signal.SIGKILL) >= 3 and signal.SIGTERM in sent
+    _, a = models.load(workdir)
+    _, b = models.load(tmp_path / "straight")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    assert train_records(workdir) == list(range(1, steps + 1))
