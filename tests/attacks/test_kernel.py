@@ -57,9 +57,9 @@ def distances(x, x_ref):
 # Invariants of the presets
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n in ("apgd", "apgd_red", "sea") else n
-                                  for n in attacks.PRESETS])
+@pytest.mark.parametrize("name", [n if n in ("pgd", "fgsm") else
+                                  pytest.param(n, marks=pytest.mark.slow)
+                                  for n in attacks.PRESETS])  # the inner loop keeps two
 def test_preset_stays_in_box_and_ball_and_raises_the_loss(tiny, name):
     model, variables, images, labels = tiny
     weights = losses.balanced_class_weights(np.ones(model.num_classes))
@@ -84,7 +84,8 @@ def test_preset_stays_in_box_and_ball_and_raises_the_loss(tiny, name):
         np.testing.assert_allclose(result.value, attacked, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["pgd", "pgd_l2", "segpgd", "cospgd"])
+@pytest.mark.parametrize("name", ["pgd", *[pytest.param(n, marks=pytest.mark.slow)
+                                           for n in ("pgd_l2", "segpgd", "cospgd")]])
 def test_targeted_attack_lowers_the_target_loss(tiny, name):
     model, variables, images, _ = tiny
     target = jnp.full(images.shape[:3], 3, jnp.int32)
@@ -136,6 +137,7 @@ def test_restarts_keep_the_best_run_per_example(tiny):
     assert np.any(per_restart.argmax(0) != per_restart.argmin(0))  # restarts really differ
 
 
+@pytest.mark.slow
 def test_unrolled_and_rolled_loops_compute_the_same_attack(tiny):
     """`unroll` only changes how XLA compiles the loops (speed / compile time), not the result."""
     model, variables, images, labels = tiny
@@ -193,6 +195,7 @@ def test_attack_runs_inside_an_outer_jit(tiny):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_statistics_mode(tiny):
     """bn='batch': BatchNorm uses the attacked batch's statistics (so an example's logits depend
     on its batch mates), nothing random (dropout off: no rng is needed), variables untouched."""

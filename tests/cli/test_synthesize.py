@@ -85,6 +85,7 @@ def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys
     assert "A: PSNR" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_generate_image_file_with_gif(ckpts, tmp_path, capsys):
     ds = data.get_dataset("synthetic", "val", size=(SIZE, SIZE))
     item = ds[1]

@@ -8,8 +8,6 @@ import http.server
 import io as stdio
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tarfile
@@ -235,17 +233,18 @@ def test_coco_extracts_and_builds_the_voc21_cache(server, tmp_path, monkeypatch)
 
 def test_a_full_disk_is_one_line_and_resumable(server, tmp_path):
     """The file-size limit stands in for a full disk: the download stops with one line."""
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
-
-    command = [sys.executable, "-m", "jaxseg.data.prepare", "camvid", "--root", str(tmp_path),
-               "--download", "--mirror", server.url]
-    result = subprocess.run(command, cwd=paths.REPO, capture_output=True, text=True,
-                            preexec_fn=limit, timeout=120)
+    limited = ("import resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+               "from jaxseg.data.prepare import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    arguments = ["camvid", "--root", str(tmp_path), "--download", "--mirror", server.url]
+    result = subprocess.run([sys.executable, "-c", limited, *arguments], cwd=paths.REPO,
+                            capture_output=True, text=True, timeout=120)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "re-run to resume" in errors[0], result.stderr
     assert not (tmp_path / "camvid").exists()
-    result = subprocess.run(command, cwd=paths.REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "jaxseg.data.prepare", *arguments],
+                            cwd=paths.REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(get_dataset(f"camvid:{tmp_path / 'camvid'}", "train")) == 3

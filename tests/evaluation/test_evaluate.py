@@ -57,6 +57,7 @@ def test_table_json_and_curve(ported, tmp_path):
     assert curve[0]["eps"] == 0 and curve[0]["pixel_acc"] == pytest.approx(clean["pixel_acc"])
 
 
+@pytest.mark.slow
 def test_split_metrics_equal_one_big_confusion(ported):
     """Batching and padding do not change the metrics: 6 images in batches of 4 (2 padded
     blanks) give the confusion matrix of the whole split computed at once."""

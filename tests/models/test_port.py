@@ -111,6 +111,7 @@ def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
         assert np.abs(np.asarray(ours[k]) - torch_out[k]).max() <= 1e-4 * np.abs(torch_out[k]).max()
 
 
+@pytest.mark.slow
 def test_checkpoint_save_load_keeps_model_and_variables(tmp_path):
     model = models.fcn("fcn_resnet14_w8", num_classes=5, aux=False)
     variables = models.init(model, jax.random.key(0))
@@ -194,6 +195,7 @@ def corrupt(state, how):
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, message", [
     ("missing", "missing key 'backbone.layer2.0.conv2.weight'"),
     ("extra", "unexpected key 'backbone.layer5.0.conv1.weight'"),
@@ -210,6 +212,7 @@ def test_cli_rejects_bad_state_dicts_and_writes_nothing(tiny_state, tmp_path, ho
     assert sorted(os.listdir(tmp_path)) == ["bad.pth"]
 
 
+@pytest.mark.slow
 def test_cli_rejects_missing_and_non_checkpoint_files(tmp_path):
     result = run_cli("import", tmp_path / "absent.pth", tmp_path / "out")
     assert result.returncode == 2 and "absent.pth: no such file" in result.stderr

@@ -95,6 +95,7 @@ def test_inpaint_penalties_and_trust_region(tiny, batch):
         assert 0 <= np.asarray(out.x).min() and np.asarray(out.x).max() <= 1
 
 
+@pytest.mark.slow
 def test_trajectory_frames_match_one_run(tiny, batch):
     model, variables = tiny
     images, labels, hole = batch
@@ -141,6 +142,7 @@ def test_deterministic_for_a_key(tiny, batch):
     assert np.abs(first - run(1)).max() > 0.01
 
 
+@pytest.mark.slow
 def test_unroll_changes_nothing_but_compilation(tiny, batch):
     model, variables = tiny
     images, labels, hole = batch

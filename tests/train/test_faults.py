@@ -80,6 +80,7 @@ def test_a_non_finite_update_is_never_saved(tmp_path, capsys):
     assert TrainCheckpoints(tmp_path / "checkpoints", None).latest_step() is None
 
 
+@pytest.mark.slow
 def test_load_and_evaluate_refuse_non_finite_parameters(tmp_path, capsys):
     model = models.fcn("fcn_resnet14_w8", num_classes=7)
     variables = models.init(model, jax.random.key(0), (32, 32))

@@ -71,6 +71,7 @@ def test_adversarial_batch_has_higher_loss_than_clean(tiny):
     assert float(adversarial["loss"]) > float(clean["loss"])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_leaves_the_state_unchanged_and_stops_the_loop(tiny):
     images, labels = fake_batch(2)
     images[0, 0, 0, 0] = np.nan
@@ -148,6 +149,7 @@ def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, override, messa
     assert len(lines) == 1 and message in lines[0], lines
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_the_devices_is_one_line_before_compiling(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
     result = subprocess.run([sys.executable, "train.py", "--config", "configs/quick.py",
@@ -169,6 +171,7 @@ def test_init_checkpoint_with_other_classes_is_refused(tmp_path):
     assert "model has 3 classes, the data has 7" in result.stderr
 
 
+@pytest.mark.slow
 def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_path):
     from PIL import Image
 
