@@ -59,6 +59,7 @@ def parse_args(argv):
     parser.add_argument("--frames", type=int, default=24,
                         help="GIF frames (at most; a divisor of steps is used)")
     parser.add_argument("--output", required=True, help="directory for the results")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
@@ -82,7 +83,7 @@ def main(argv=None):
         method=args.method, steps=args.steps, step_size=_number(args.step_size, "step-size"),
         lam=_number(args.lam, "lambda"), penalty=args.penalty, rule=args.rule, radius=radius,
         jitter=parse_number(args.jitter, "jitter"), bn=args.bn, seed=args.seed, gif=args.gif,
-        frames=args.frames)
+        frames=args.frames, quiet=args.quiet)
     synthesize(request)
     return 0
 

@@ -219,7 +219,7 @@ def _start_jit(kind, images, mask, key, jitter):
     return start_point(kind, images, mask, key, jitter)[1]
 
 
-def _run_chunked(call, options, chunk, start):
+def _run_chunked(call, options, chunk, start, progress):
     """`options.steps` steps from `start` as a host loop of unrolled `chunk`-step programs, each
     resuming where the last stopped (the same iterates as one program: see `_descend`)."""
     step = dataclasses.replace(options, steps=chunk, frames=0, unroll=True)
@@ -229,6 +229,9 @@ def _run_chunked(call, options, chunk, start):
         result = call(step, x)
         x = result.x
         traces.append(result.trace)
+        if progress:
+            x.block_until_ready()  # report steps done, not steps dispatched
+            progress(chunk)
         if per_frame and done % per_frame == 0:
             frames.append(x)
     return Synthesis(x, start, jnp.concatenate(traces), jnp.stack(frames) if per_frame else None)
@@ -236,7 +239,7 @@ def _run_chunked(call, options, chunk, start):
 
 def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, steps=None,
         step_size=None, rule="l2", radius=None, penalty="mse", jitter=0.0, frames=0,
-        bn="running", mesh=None):
+        bn="running", mesh=None, progress=None):
     """Validate, then inpaint (`kind='inpaint'`, needs `mask`) or generate with a Flax model.
 
     apply_fn: e.g. `model.apply` (hashable: a static jit argument). Defaults: `RECIPES[kind]`
@@ -245,7 +248,9 @@ def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, 
     How the steps compile follows `jaxseg.runtime`: on CPU a long descent runs as a host loop
     of one compiled program of `runtime.chunk` unrolled steps, each resuming where the last
     stopped (the same iterates as one program); on GPU/TPU one rolled program.
-    Returns `Synthesis`; one compiled program per (shapes, Options) whatever lam / step size.
+    progress: called with the number of steps just finished (after each chained program on
+    CPU; once, at the end, for one program). Returns `Synthesis`; one compiled program per
+    (shapes, Options) whatever lam / step size.
     """
     if kind not in KINDS:
         raise JaxsegError(f"unknown synthesis kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -276,8 +281,12 @@ def run(kind, apply_fn, variables, images, labels, key, *, mask=None, lam=None, 
     if chunk:
         # Every chained program resumes, the first from the start: one compiled program.
         start = _start_jit(kind, batch[0], batch[2], key, scalars[3])
-        return _run_chunked(call, options, chunk, start)
-    return call(options, None)
+        return _run_chunked(call, options, chunk, start, progress)
+    result = call(options, None)
+    if progress:
+        result.x.block_until_ready()
+        progress(steps)
+    return result
 
 
 def compiled_programs():

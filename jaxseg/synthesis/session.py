@@ -16,6 +16,7 @@ OUTPUT/trajectory.gif. Every input is checked before any work; errors are one li
 import dataclasses
 import os
 import re
+import sys
 
 import jax
 import numpy as np
@@ -179,13 +180,14 @@ def pad_batch(arrays, multiple):
     return arrays, n
 
 
-def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh):
+def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh, progress=None):
     """Per model: result images, start, frames, predictions and CE at the result."""
     (images, targets, holes), n = pad_batch([images, targets, holes], mesh.size)
     out = []
     for model, variables in loaded:
         result = synthesis.run(kind, model.apply, variables, images, targets, key,
-                               mask=holes if kind == "inpaint" else None, mesh=mesh, **opts)
+                               mask=holes if kind == "inpaint" else None, mesh=mesh,
+                               progress=progress, **opts)
         logits_fn = jax.jit(lambda v, x, m=model: m.apply(v, x)["out"])
         logits = logits_fn(variables, result.x)
         ce = np.asarray(losses.cross_entropy(logits, targets))
@@ -195,6 +197,14 @@ def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh):
                     "pred_start": np.asarray(logits_fn(variables, result.start).argmax(-1))[:n],
                     "ce_start": np.asarray(result.trace)[0, :n], "ce": ce[:n]})
     return out
+
+
+def _progress(total, quiet):
+    """Steps over all models and image groups, with ETA (stderr, process 0 only)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", desc="descent", dynamic_ncols=True, file=sys.stderr,
+                disable=quiet or jax.process_index() != 0)
 
 
 def pick_row(key, value, row):
@@ -241,6 +251,7 @@ class Request:
     seed: int = 0
     gif: bool = False
     frames: int = 24
+    quiet: bool = False  # no progress bar
 
 
 def synthesize(request, log=print):
@@ -287,15 +298,17 @@ def synthesize(request, log=print):
     for position, p in enumerate(prepared):
         groups.setdefault(p[1].shape, []).append(position)
     results = [None] * len(prepared)
+    bar = _progress(opts["steps"] * len(loaded) * len(groups), request.quiet)
     for shape, members in groups.items():
         group_opts = dict(opts)
         if request.step_size is None:
             group_opts["step_size"] = objectives.default_step_size(kind, shape, request.rule)
         stack = lambda j: np.stack([prepared[m][j] for m in members])  # noqa: E731
         per_model = synthesize_group(kind, group_opts, loaded, stack(1), stack(3), stack(4),
-                                     key, mesh)
+                                     key, mesh, bar.update)
         for row, m in enumerate(members):
             results[m] = [{k: pick_row(k, v, row) for k, v in out.items()} for out in per_model]
+    bar.close()
 
     # Metrics, then every file (nothing is written before all the work succeeded).
     records, grid_rows, raw, gif_rows = [], [], {}, []

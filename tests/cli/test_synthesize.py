@@ -54,7 +54,9 @@ def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys
     code = run(["inpaint", "--checkpoint", str(ckpts / "a"), "--checkpoint", str(ckpts / "b"),
                 "--name", "A", "--name", "B", *DATA, "--index", "0", "--index", "2",
                 "--mask", "rect:4,6,14,12", "--steps", "4", "--output", str(out)])
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "descent: 100%" in captured.err and "8/8" in captured.err  # 4 steps x 2 models
     grid = Image.open(out / "grid.png")
     # 2 rows of original | target | start | A | B, with a title strip.
     assert grid.size == (5 * SIZE + 4 * 2, 14 + 2 * SIZE + 2)
@@ -82,7 +84,7 @@ def test_inpaint_two_models_writes_grid_pngs_and_metrics(ckpts, tmp_path, capsys
     assert start["high_frequency"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["summary"]["start"]["psnr"] == pytest.approx(
         np.mean([r["start"]["psnr"] for r in metrics["images"]]))
-    assert "A: PSNR" in capsys.readouterr().out
+    assert "A: PSNR" in captured.out
 
 
 @pytest.mark.slow

@@ -168,16 +168,18 @@ def test_long_descents_chain_short_unrolled_programs_with_the_same_iterates(tiny
     assert runtime.chunk(60, 15) == 15 and runtime.chunk(40, 10) == 10
     assert runtime.chunk(32) is None  # short descents: one program
 
-    def run(mode):
+    def run(mode, progress=None):
         with runtime.loop_policy(mode):
             return synthesis.run("inpaint", model.apply, variables, images, labels,
                                  jax.random.key(0), mask=hole, steps=40, frames=4, jitter=0.05,
-                                 step_size=0.3)
+                                 step_size=0.3, progress=progress)
 
     before = synthesis.compiled_programs()
-    chained = run("auto")
+    reported = {"auto": [], "off": []}
+    chained = run("auto", reported["auto"].append)
     assert synthesis.compiled_programs() == before + 1  # four 10-step calls, one program
-    rolled = run("off")
+    rolled = run("off", reported["off"].append)
+    assert reported == {"auto": [10, 10, 10, 10], "off": [40]}  # progress after each program
     np.testing.assert_array_equal(chained.start, rolled.start)
     np.testing.assert_allclose(chained.x, rolled.x, atol=1e-5)
     np.testing.assert_allclose(chained.trace, rolled.trace, rtol=1e-4)
