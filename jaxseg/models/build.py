@@ -17,8 +17,8 @@ def fcn(arch, num_classes=21, aux=True, dtype=None):
 
 
 def init(model, key, image_size=(64, 64)):
-    """Fresh variables {'params', 'batch_stats'} (He init as torchvision's is not needed: the
-    port overwrites whatever it brings)."""
+    """Fresh variables {'params', 'batch_stats'} with Flax's default initialisers (a port from
+    torchvision starts fresh heads as torchvision does: `port.torch_fresh_heads`)."""
     dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
     return jax.jit(lambda k: model.init(k, dummy, train=False))(key)
 

@@ -254,12 +254,40 @@ def port(obj, arch=None, num_classes=None, aux=True, source="auto", seed=0, name
         state = {"backbone." + k: v for k, v in state.items()}
 
     model = fcn(arch, num_classes if num_classes is not None else 21, aux)
-    initialise = lambda: init(model, jax.random.key(seed))  # noqa: E731
-    # A full FCN replaces every variable: shapes suffice. Otherwise the heads start fresh.
-    fresh = jax.eval_shape(initialise) if not scope else initialise()
+    # Shapes only (no forward pass): a full FCN replaces every variable; a backbone-only port
+    # starts its heads as torchvision's fresh FCNHead would.
+    fresh = jax.eval_shape(lambda: init(model, jax.random.key(0)))
+    if scope:
+        fresh = torch_fresh_heads(fresh, jax.random.key(seed))
     ignore = (r"backbone\.fc\.",) if scope else ()
     variables = load_state_dict(fresh, state, scope=scope, name=name, ignore=ignore)
     return model, variables, found
+
+
+def torch_fresh_heads(shapes, key):
+    """Concrete variables for `shapes` (jax.eval_shape of init): the heads initialised like
+    PyTorch's defaults for a fresh torchvision FCNHead (Conv2d: kaiming_uniform(a=sqrt(5)), i.e.
+    U(+-1/sqrt(fan_in)) for weights and biases; BatchNorm: scale 1, bias 0, mean 0, var 1), the
+    backbone zeros (the port overwrites it)."""
+    flat = {c: traverse_util.flatten_dict(shapes.get(c, {})) for c in ("params", "batch_stats")}
+    out = {}
+    for collection, leaves in flat.items():
+        out[collection] = {}
+        for index, (path, leaf) in enumerate(sorted(leaves.items())):
+            module = flat[collection]
+            name = path[-1]
+            if path[0] == "backbone" or name in ("mean",) or (name == "bias" and
+                                                              path[:-1] + ("scale",) in module):
+                value = jnp.zeros(leaf.shape, leaf.dtype)
+            elif name in ("scale", "var"):
+                value = jnp.ones(leaf.shape, leaf.dtype)
+            else:  # a conv kernel (HWIO) or its bias: fan_in from the kernel
+                kernel = module[path[:-1] + ("kernel",)].shape
+                bound = 1.0 / np.sqrt(np.prod(kernel[:-1]))
+                value = jax.random.uniform(jax.random.fold_in(key, index), leaf.shape, leaf.dtype,
+                                           -bound, bound)
+            out[collection][path] = value
+    return {c: traverse_util.unflatten_dict(v) for c, v in out.items()}
 
 
 def export_pth(variables, path):

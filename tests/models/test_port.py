@@ -61,6 +61,33 @@ def test_imagenet_resnet_ports_into_the_backbone_with_fresh_heads(resnet50, tmp_
     assert np.all(variables["batch_stats"]["classifier"]["bn"]["var"] == 1.0)
 
 
+def test_fresh_heads_are_initialised_like_torchvisions():
+    """A backbone-only port starts its heads where a fresh torchvision FCN's would: per tensor
+    the same bound and spread (kaiming-uniform weights, uniform biases, unit BN), from shapes."""
+    model = models.fcn("fcn_resnet50", num_classes=11)
+    shapes = jax.eval_shape(lambda: models.init(model, jax.random.key(0)))
+    ours = port.to_state_dict(port.torch_fresh_heads(shapes, jax.random.key(1)))
+    torch.manual_seed(0)
+    theirs = tr.TORCH_FCN["fcn_resnet50"](weights=None, weights_backbone=None, num_classes=11,
+                                          aux_loss=True).state_dict()
+    heads = [k for k in theirs if k.startswith(("classifier.", "aux_classifier."))
+             and not k.endswith("num_batches_tracked")]
+    assert len(heads) == 14  # per head: conv, BN (4 tensors), conv + bias
+    for key in heads:
+        a, b = np.asarray(ours[key]), theirs[key].numpy()
+        assert a.shape == b.shape, key
+        if key.endswith(("running_mean", "running_var")) or ".1." in key:  # BN: exact constants
+            np.testing.assert_array_equal(a, b, err_msg=key)
+            continue
+        bound = 1 / np.sqrt(np.prod(theirs[key.replace("bias", "weight")].shape[1:]))
+        assert max(np.abs(a).max(), np.abs(b).max()) <= bound * (1 + 1e-6), key  # float32
+        # uniform on +-bound: std bound / sqrt(3); both within sampling error of it
+        tolerance = 4 * bound / np.sqrt(3) / np.sqrt(2 * a.size) + 1e-3 * bound
+        for values in (a, b):
+            assert abs(values.std() - bound / np.sqrt(3)) < max(tolerance, 0.2 * bound), key
+    assert np.abs(np.asarray(ours["backbone.conv1.weight"])).max() == 0  # the port fills it
+
+
 @pytest.mark.slow
 def test_robustness_library_checkpoint_ports_into_the_backbone(resnet50, tmp_path):
     weights = resnet50.state_dict()
