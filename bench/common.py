@@ -2,7 +2,10 @@
 shim live in tests/helpers/torch_reference.py; run benchmarks as `python -m bench.NAME` from the
 repository root so that both packages import.)"""
 
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -32,3 +35,56 @@ def scenes_and_model(height, width, batch, arch="fcn_resnet26_w16"):
     model = models.fcn(arch, num_classes=dataset.info.num_classes)
     variables = models.init(model, jax.random.key(0), (height, width))
     return dataset, images, labels, model, variables
+
+
+def serve(step):
+    """Worker side of `alternated_medians`: after the caller's warm-up, run and time one `step()`
+    per 'step' line on stdin, answering with its seconds."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        start = time.perf_counter()
+        step()
+        print(time.perf_counter() - start, flush=True)
+
+
+def alternated_medians(workers, repeats, pause=1.0):
+    """Median seconds per step of each worker (name -> argv of a `python -m bench.X` that calls
+    `serve`). Each framework runs in its own process, so no thread pool of one (torch's OpenMP
+    spins after its ops) takes cores from the other; steps alternate between the workers so
+    that machine load hits them alike, with `pause` seconds between steps for spinning threads
+    to go idle. Workers start and warm up one after the other."""
+    processes = {}
+    try:
+        for name, argv in workers.items():
+            process = subprocess.Popen([sys.executable, "-m", *argv], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+            line = process.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"worker {name} failed to start: {line!r}")
+            processes[name] = process
+        times = {name: [] for name in workers}
+        for _ in range(repeats):
+            for name, process in processes.items():
+                time.sleep(pause)
+                process.stdin.write("step\n")
+                process.stdin.flush()
+                times[name].append(float(process.stdout.readline()))
+        return {name: statistics.median(t) for name, t in times.items()}
+    finally:
+        for process in processes.values():
+            process.stdin.close()
+            process.wait()
+
+
+def machine():
+    """CPU model, core count and load average, for the line printed with every figure."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, load {load}"

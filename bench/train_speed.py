@@ -1,103 +1,125 @@
 """Train-step throughput, standard and PGD-3 adversarial, FCN-ResNet50, jaxseg vs PyTorch.
 
-Both sides: the same ported weights, batch 4 at 224x224 fp32, SGD momentum 0.9 / wd 1e-4,
-CE + 0.5 aux CE; the adversary is L-inf PGD eps 8/255, step 2/255, 3 steps, random start,
-BatchNorm in inference mode during the attack (torchattacks' default). Steps are interleaved
-and the median of each is reported.
+Both sides: the same weights (torchvision's fresh fcn_resnet50 with seed 0, ported), batch 4 at
+224x224 fp32, SGD momentum 0.9 / wd 1e-4, CE + 0.5 aux CE; the adversary is L-inf PGD eps
+8/255, step 2/255, 3 steps, random start, BatchNorm in inference mode during the attack
+(torchattacks' default). Fair: each framework runs in its own process (in one process torch's
+OpenMP threads keep spinning after each torch op and slow XLA by ~1.6x), steps alternate between
+the two processes, and the median of each is reported with the CPU model and load.
 
     .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5]
 """
 
 import argparse
 
-import jax
-import numpy as np
-import torch
-
-import torchattacks
-
-from bench.common import interleaved_medians
-from jaxseg import config as base_config
-from jaxseg import runtime as parallel
-from jaxseg.models import port
-from jaxseg.train import optim
-from jaxseg.train import state as training
-from tests.helpers.torch_reference import PixelLogits, fcn_resnet50, normalize
+from bench.common import alternated_medians, machine, serve
 
 
-def torch_step(fcn, optimizer, attack):
+def build_inputs(batch, size):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.random((batch, size, size, 3), np.float32)
+    labels = rng.integers(0, 21, (batch, size, size)).astype(np.int32)
+    return images, labels
+
+
+def reference_fcn():
+    import torch
+
+    from tests.helpers.torch_reference import fcn_resnet50
+
+    torch.manual_seed(0)
+    return fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+
+
+def torch_worker(mode, batch, size):
+    import torch
+
+    import torchattacks
+    from tests.helpers.torch_reference import PixelLogits, normalize
+
+    images, labels = build_inputs(batch, size)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labels).long()
+    fcn = reference_fcn().train()
+    optimizer = torch.optim.SGD(fcn.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    attack = None
+    if mode == "pgd":
+        attack = torchattacks.PGD(PixelLogits(fcn), eps=8 / 255, alpha=2 / 255, steps=3,
+                                  random_start=True)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
 
-    def step(images, labels):
-        if attack is not None:
-            images = attack(images, labels)  # eval-mode BN inside, training mode restored
+    def step():
+        inputs = attack(x, y) if attack is not None else x  # eval-mode BN inside
         optimizer.zero_grad(set_to_none=True)
-        out = fcn(normalize(images))
-        loss = loss_fn(out["out"], labels) + 0.5 * loss_fn(out["aux"], labels)
+        out = fcn(normalize(inputs))
+        loss = loss_fn(out["out"], y) + 0.5 * loss_fn(out["aux"], y)
         loss.backward()
         optimizer.step()
-        return loss
 
-    return step
+    step()  # warm-up
+    serve(step)
 
 
-def jax_step(model, variables, mode):
+def jax_worker(mode, batch, size):
+    import jax
+
+    from jaxseg import config as base_config
+    from jaxseg import runtime
+    from jaxseg.models import port
+    from jaxseg.train import optim
+    from jaxseg.train import state as training
+
+    weights = {k: v.numpy() for k, v in reference_fcn().state_dict().items()}
+    model, variables, _ = port.port(weights)
     config = base_config.base()
     config.optim.lr = 0.01
     config.adv.update(mode=mode, eps=8 / 255, step_size=2 / 255, steps=3)
     tx = optim.make_optimizer(config.optim, 1000)
-    mesh = parallel.make_mesh()
-    state = training.create_state(variables, tx, jax.random.key(0))
-    step = training.compile_step(training.make_train_step(model, tx, config), mesh, state)
-    return step, state, mesh
+    mesh = runtime.make_mesh()
+    holder = {"state": training.create_state(variables, tx, jax.random.key(0))}
+    compiled = training.compile_step(training.make_train_step(model, tx, config), mesh,
+                                     holder["state"])
+    x, y = runtime.shard_batch(mesh, build_inputs(batch, size))
+
+    def step():
+        holder["state"], metrics = compiled(holder["state"], x, y)
+        jax.block_until_ready(metrics)
+
+    step()  # warm-up: compiles
+    serve(step)
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("none", "pgd"), default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        (jax_worker if args.worker == "jax" else torch_worker)(args.mode, args.batch, args.size)
+        return
 
-    torch.manual_seed(0)
-    reference = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-    model, variables, _ = port.port({k: v.numpy() for k, v in reference.state_dict().items()})
-    rng = np.random.default_rng(0)
-    images = rng.random((args.batch, args.size, args.size, 3), np.float32)
-    labels = rng.integers(0, 21, (args.batch, args.size, args.size)).astype(np.int32)
-    x_torch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y_torch = torch.from_numpy(labels).long()
-
-    runners = {}
-    for mode, name in (("none", "standard"), ("pgd", "PGD-3 AT")):
-        fcn = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-        fcn.load_state_dict(reference.state_dict())
-        fcn.train()
-        optimizer = torch.optim.SGD(fcn.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        attack = None
-        if mode == "pgd":
-            attack = torchattacks.PGD(PixelLogits(fcn), eps=8 / 255, alpha=2 / 255, steps=3,
-                                      random_start=True)
-        t_step = torch_step(fcn, optimizer, attack)
-        step, state, mesh = jax_step(model, variables, mode)
-        x_jax, y_jax = parallel.shard_batch(mesh, (images, labels))
-        holder = {"state": state}
-
-        def run_jax(step=step, holder=holder, x=x_jax, y=y_jax):
-            holder["state"], metrics = step(holder["state"], x, y)
-            jax.block_until_ready(metrics)
-
-        runners[name] = (run_jax, lambda t_step=t_step: t_step(x_torch, y_torch))
-        run_jax(), runners[name][1]()  # compile / warm up
+    import jax
+    import torch
 
     print(f"train step, FCN-ResNet50, batch {args.batch} at {args.size}x{args.size} fp32, "
-          f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"median of {args.repeats} interleaved")
-    for name, (run_jax, run_torch) in runners.items():
-        medians = interleaved_medians({"jaxseg": run_jax, "pytorch": run_torch}, args.repeats)
+          f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+          f"each framework in its own process, median of {args.repeats} alternated steps")
+    print(f"machine: {machine()}")
+    for mode, name in (("none", "standard"), ("pgd", "PGD-3 AT")):
+        common = ["bench.train_speed", "--batch", str(args.batch), "--size", str(args.size),
+                  "--mode", mode]
+        medians = alternated_medians({"jaxseg": common + ["--worker", "jax"],
+                                      "pytorch": common + ["--worker", "torch"]}, args.repeats)
         rates = {k: args.batch / v for k, v in medians.items()}
-        print(f"  {name:<9} jaxseg {rates['jaxseg']:6.2f} images/s   pytorch "
-              f"{rates['pytorch']:6.2f} images/s   ratio {rates['jaxseg'] / rates['pytorch']:.2f}x")
+        print(f"  {name:<9} jaxseg {medians['jaxseg']:6.2f} s/step {rates['jaxseg']:5.2f} images/s"
+              f"   pytorch {medians['pytorch']:6.2f} s/step {rates['pytorch']:5.2f} images/s"
+              f"   ratio {rates['jaxseg'] / rates['pytorch']:.2f}x", flush=True)
+    print(f"machine after: {machine()}")
 
 
 if __name__ == "__main__":

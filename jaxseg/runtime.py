@@ -17,6 +17,11 @@ there unrolling only multiplies compile time. The policy, decided here and nowhe
 The expert override is the environment variable JAXSEG_UNROLL=auto|on|off (or the
 `loop_policy` context manager): on unrolls every loop, off rolls every loop. It is read when an
 attack or a descent is configured, so set it before building one.
+
+Convolutions: 1x1 convolutions run as matmuls over channels on every backend (XLA:CPU's
+convolution path is slower for them, forward and backward; on GPU/TPU a 1x1 convolution is a
+matmul anyway). `conv_policy(pointwise_matmul=False)` restores lax convolutions, for
+benchmarks; parameters and results are the same either way.
 """
 
 import contextlib
@@ -33,6 +38,27 @@ UNROLL_LIMIT = 32  # steps (x restarts) up to which CPU loops unroll
 UNROLL_ENV = "JAXSEG_UNROLL"
 LOOP_MODES = ("auto", "on", "off")
 _override = []  # stack of loop_policy() modes
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolutions
+
+_pointwise_override = []  # stack of conv_policy() choices
+
+
+def pointwise_matmul():
+    """Whether models built now write 1x1 convolutions as matmuls (read at trace time)."""
+    return _pointwise_override[-1] if _pointwise_override else True
+
+
+@contextlib.contextmanager
+def conv_policy(pointwise_matmul):
+    """Within the block, models trace 1x1 convolutions as matmuls (True) or lax convolutions."""
+    _pointwise_override.append(bool(pointwise_matmul))
+    try:
+        yield
+    finally:
+        _pointwise_override.pop()
 
 
 # ---------------------------------------------------------------------------------------------
