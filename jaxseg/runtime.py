@@ -26,6 +26,7 @@ benchmarks; parameters and results are the same either way.
 
 import contextlib
 import os
+import sys
 
 import jax
 import numpy as np
@@ -151,11 +152,73 @@ def replicate(mesh, tree):
     return jax.device_put(tree, replicated(mesh))
 
 
-def initialize_distributed(coordinator=None, num_processes=None, process_id=None):
-    """Multi-host: explicit flags, or JAX's own detection from the environment (SLURM, TPU,
-    JAX_COORDINATOR_ADDRESS ...) when `JAX_COORDINATOR_ADDRESS` or flags are given."""
-    if coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+DISTRIBUTED_MODES = ("auto", "on", "off")
+
+
+def cluster_environment(environ=None):
+    """(launcher, process count or None) of a multi-process launch found in the environment,
+    or None: SLURM, Open MPI, Cloud TPU multi-host, or JAX_COORDINATOR_ADDRESS."""
+    env = os.environ if environ is None else environ
+
+    def count(name):
+        try:
+            return int(env.get(name, "1"))
+        except ValueError:
+            return 1
+
+    if "SLURM_JOB_ID" in env and max(count("SLURM_NTASKS"), count("SLURM_STEP_NUM_TASKS")) > 1:
+        return "SLURM", max(count("SLURM_NTASKS"), count("SLURM_STEP_NUM_TASKS"))
+    if count("OMPI_COMM_WORLD_SIZE") > 1:
+        return "Open MPI", count("OMPI_COMM_WORLD_SIZE")
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    if len(hosts) > 1:
+        return "Cloud TPU", len(hosts)
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return "JAX_COORDINATOR_ADDRESS", count("JAX_NUM_PROCESSES") if "JAX_NUM_PROCESSES" in env else None
+    return None
+
+
+def initialize_distributed(mode="auto", coordinator=None, num_processes=None, process_id=None,
+                           multi_host=True, tool="this command", timeout=300):
+    """The one start-up path of every CLI. mode 'auto': join a multi-process job when the
+    environment shows one (`cluster_environment`) or flags are given; 'on': join one or stop;
+    'off': never join. A detected job that cannot be joined stops with one line: never do
+    independent copies run side by side. `multi_host=False` (tools that cannot split their work
+    over hosts yet) refuses a multi-process job instead of joining it. On success process 0
+    prints one line: processes, local and global devices, the mesh."""
+    if mode not in DISTRIBUTED_MODES:
+        raise JaxsegError(f"--distributed {mode!r}; choose one of {', '.join(DISTRIBUTED_MODES)}")
+    explicit = bool(coordinator) or num_processes is not None or process_id is not None
+    if mode == "off":
+        if explicit:
+            raise JaxsegError("--distributed off contradicts --coordinator / --num-processes / "
+                              "--process-id")
+        return
+    found = cluster_environment()
+    launcher = "--coordinator / --num-processes / --process-id" if explicit else (found or ("",))[0]
+    if not explicit and found is None:
+        if mode == "on":
+            raise JaxsegError("--distributed on: no multi-process job found (SLURM_NTASKS, "
+                              "OMPI_COMM_WORLD_SIZE, TPU_WORKER_HOSTNAMES, JAX_COORDINATOR_ADDRESS)"
+                              " and no --coordinator; refusing to run as a single process")
+        return
+    if not multi_host:
+        raise JaxsegError(f"{tool} cannot split its work over several processes yet, and a "
+                          f"multi-process job was found ({launcher}); run it as one process "
+                          "(e.g. srun -n 1) or pass --distributed off")
+    # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
         jax.distributed.initialize(coordinator_address=coordinator or None,
-                                   num_processes=num_processes, process_id=process_id)
+                                   num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=timeout)
+    except Exception as err:  # jax raises many types; the run must stop, not go on alone
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise JaxsegError(f"joining the multi-process job from {launcher} failed ({reason}); "
+                          "stopping rather than running independent copies") from None
+    if mode == "on" and jax.process_count() == 1:
+        raise JaxsegError(f"--distributed on: the job from {launcher} has one process only")
+    if jax.process_index() == 0:
+        print(f"distributed: {jax.process_count()} processes, {jax.local_device_count()} local "
+              f"and {jax.device_count()} global devices, mesh ('{DATA_AXIS}': "
+              f"{jax.device_count()}) [{launcher}]", file=sys.stderr, flush=True)

@@ -18,6 +18,7 @@ import sys
 from jaxseg import attacks
 from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
+from jaxseg.cli import distributed
 from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.evaluation.report import evaluate_checkpoints, markdown_table
 
@@ -55,12 +56,14 @@ def parse_args(argv):
     parser.add_argument("--curve-attack", default="pgd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="directory for the results")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 @cli_guard
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    distributed.start(args, "evaluate.py", multi_host=False)  # one process until it can split
     results = evaluate_checkpoints(
         args.checkpoint, names=args.name, output=args.output, data=args.data, split=args.split,
         data_kwargs=parse_keyvalues(args.data_arg, "data-arg"), num_images=args.num_images,

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from jaxseg.config.overrides import parse_keyvalues, parse_number
+from jaxseg.cli import distributed
 from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.synthesis import descent, objectives
 from jaxseg.synthesis.session import MODES, Request, synthesize
@@ -60,6 +61,7 @@ def parse_args(argv):
                         help="GIF frames (at most; a divisor of steps is used)")
     parser.add_argument("--output", required=True, help="directory for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -71,6 +73,7 @@ def _number(text, flag):
 @cli_guard
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    distributed.start(args, "synthesize.py", multi_host=False)  # one process until it can split
     radius = args.radius
     if radius is not None and str(radius).strip().lower() != "santurkar":
         radius = parse_number(radius, "radius")

@@ -2,8 +2,9 @@
 
     python train.py --config configs/demo.py --workdir workdirs/demo [--config.steps=300 ...]
 
-Multi-host: run the same command on every host with --coordinator HOST:PORT --num-processes N
---process-id I (or let JAX read its usual environment variables). Re-running with the same
+Multi-host: under SLURM, Open MPI or Cloud TPU (or with JAX_COORDINATOR_ADDRESS) every process
+joins the job by itself (--distributed auto); elsewhere run the same command on every host with
+--coordinator HOST:PORT --num-processes N --process-id I. Re-running with the same
 workdir resumes from its latest checkpoint. SIGTERM / SIGINT save a checkpoint and exit.
 """
 
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from jaxseg import config as configs
-from jaxseg import runtime
+from jaxseg.cli import distributed
 from jaxseg.errors import cli_guard, exit_on_interrupt
 from jaxseg.train import train
 
@@ -22,11 +23,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a configs/*.py file")
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
-    parser.add_argument("--num-processes", type=int, default=None)
-    parser.add_argument("--process-id", type=int, default=None)
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
-    runtime.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    distributed.start(args, "train.py")
     config = configs.apply_overrides(configs.load(args.config), overrides)
     result = train(config, args.workdir)
     print(f"trained {result['model'].arch} to step {result['step']}: {args.workdir}")

@@ -23,7 +23,8 @@ def tiny_config(steps=2):
 
 
 def main(workdir, output, mode="none", coordinator="", process_id="0", num_processes="1"):
-    runtime.initialize_distributed(coordinator or None, int(num_processes), int(process_id))
+    if coordinator:
+        runtime.initialize_distributed("on", coordinator, int(num_processes), int(process_id))
     config = tiny_config()
     config.adv.mode = mode
     config.adv.steps = 2

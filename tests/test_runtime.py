@@ -1,0 +1,111 @@
+"""Multi-process start-up, the one path of every CLI: a job found in the environment is joined
+(or the run stops); independent copies never run side by side."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from jaxseg import runtime
+from jaxseg.cli import evaluate as evaluate_cli
+from jaxseg.cli import train as train_cli
+from tests.helpers import paths
+
+REPO = str(paths.REPO)
+
+
+@pytest.mark.parametrize("environ, found", [
+    ({}, None),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, None),  # a one-task SLURM job: single process
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, ("SLURM", 4)),
+    ({"SLURM_NTASKS": "4"}, None),  # not inside a job
+    ({"OMPI_COMM_WORLD_SIZE": "8"}, ("Open MPI", 8)),
+    ({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}, ("Cloud TPU", 4)),
+    ({"TPU_WORKER_HOSTNAMES": "t0"}, None),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1234"}, ("JAX_COORDINATOR_ADDRESS", None)),
+])
+def test_cluster_environment(environ, found):
+    assert runtime.cluster_environment(environ) == found
+
+
+def run_cli(main, *argv):
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def one_line_error(capsys, code, text):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and text in lines[0], lines
+
+
+def test_on_without_a_job_and_off_with_flags_are_refused(tmp_path, capsys, monkeypatch):
+    for name in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                 "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    quick = ["--config", "configs/quick.py", "--workdir", tmp_path / "w"]
+    one_line_error(capsys, run_cli(train_cli.main, *quick, "--distributed", "on"),
+                   "refusing to run as a single process")
+    one_line_error(capsys, run_cli(train_cli.main, *quick, "--distributed", "off",
+                                   "--coordinator", "h:1"), "--distributed off contradicts")
+    assert not (tmp_path / "w").exists()
+
+
+def test_evaluate_refuses_a_job_it_cannot_split(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    code = run_cli(evaluate_cli.main, "--checkpoint", tmp_path, "--output", tmp_path / "o")
+    one_line_error(capsys, code, "cannot split its work over several processes yet, and a "
+                                 "multi-process job was found (Open MPI)")
+
+
+def test_a_job_that_cannot_be_joined_stops_instead_of_running_alone(tmp_path):
+    # SLURM says 2 tasks but gives no node list: JAX cannot find the coordinator.
+    env = dict(os.environ, SLURM_JOB_ID="7", SLURM_NTASKS="2")
+    result = subprocess.run([sys.executable, "train.py", "--config", "configs/quick.py",
+                             "--workdir", str(tmp_path / "w")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "joining the multi-process job from SLURM failed" in lines[0]
+    assert "stopping rather than running independent copies" in lines[0]
+    assert not (tmp_path / "w").exists()
+
+
+def slurm_job_id_with_a_free_port():
+    """JAX's SLURM support derives the coordinator port from the job id."""
+    for job in range(1000, 1000 + 4096, 97):
+        port = job % 2**12 + (65535 - 2**12 + 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return job
+    pytest.skip("no free port in JAX's SLURM range")
+
+
+@pytest.mark.slow
+def test_a_simulated_slurm_launch_trains_one_job_not_two_copies(tmp_path):
+    """`srun -n 2 python train.py ...` on one node, simulated by SLURM's variables: both
+    processes join one job by themselves (--distributed auto) and train it once."""
+    job = slurm_job_id_with_a_free_port()
+    processes = []
+    for rank in range(2):
+        env = dict(os.environ, SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost",
+                   SLURM_NTASKS="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
+        processes.append(subprocess.Popen(
+            [sys.executable, "train.py", "--config", "configs/quick.py", "--workdir",
+             str(tmp_path / "w"), "--config.steps=3"], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err
+    assert ("distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2) [SLURM]"
+            in outputs[0][1])
+    assert "distributed:" not in outputs[1][1]  # one line, from process 0
+    records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]  # once, not twice
