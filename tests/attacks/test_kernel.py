@@ -478,9 +478,15 @@ def test_one_device_and_eight_simulated_devices_agree():
     # The iterates agree to float rounding. With best-iterate selection, the per-example score
     # agrees too; the chosen iterate could legitimately differ where two iterates tie within
     # rounding (seen with L2 steps), so x is compared there only for the Linf attack.
+    # L2 steps follow the gradient's values, not its signs: the 1x1 convolutions are matmuls
+    # whose blocking (so rounding) depends on the per-device batch, and the trajectory
+    # amplifies that rounding to 3.6e-4 after 5 steps, about 15 % of one step (0.125 /
+    # sqrt(3072) per value); with lax 1x1 convolutions it stays at 1.2e-7 (checked with
+    # runtime.conv_policy(False)). Sign steps stay exact either way.
     for name in ("pgd", "pgd_l2", "segpgd", "pgd/best"):
         assert out[name]["devices"] == 8 and out[name]["spec"] == "P('data',)"
-        assert out[name]["max_diff"] <= 1e-5, (name, out[name])
+        tolerance = 1e-3 if name == "pgd_l2" else 1e-5
+        assert out[name]["max_diff"] <= tolerance, (name, out[name])
     assert out["pgd/best"]["value_diff"] <= 1e-5
     assert out["batch_bn_grad_rel"] <= 1e-4
 

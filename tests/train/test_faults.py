@@ -276,7 +276,7 @@ def test_sigterm_and_kills_at_random_points_lose_nothing(tmp_path):
     cycles (some in the second after a save, while it is still in flight); the resumed run must
     reach the parameters of an uninterrupted run bit for bit, and metrics.jsonl must hold one
     record per step."""
-    steps = 60
+    steps = 40
     config = train_worker.tiny_config(steps=steps)
     config.checkpoint.every = 5
     config_path = tmp_path / "config.py"
@@ -291,8 +291,8 @@ def test_sigterm_and_kills_at_random_points_lose_nothing(tmp_path):
 
     rng = random.Random(0)
     workdir = tmp_path / "interrupted"
-    targets = sorted(rng.sample(range(3, steps - 3), 4))  # interrupt once this many are logged
-    signals = [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGKILL]
+    targets = sorted(rng.sample(range(3, steps - 3), 3))  # interrupt once this many are logged
+    signals = [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL]
     sent = []
     for target, sig in zip(targets, signals):
         process = subprocess.Popen(command + [str(workdir)], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -309,7 +309,7 @@ def test_sigterm_and_kills_at_random_points_lose_nothing(tmp_path):
             assert process.returncode == 0 and "stopped by SIGTERM" in err, err
     final = subprocess.run(command + [str(workdir)], cwd=REPO, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert sent.count(signal.SIGKILL) >= 3 and signal.SIGTERM in sent
+    assert sent.count(signal.SIGKILL) >= 2 and signal.SIGTERM in sent
     _, a = models.load(workdir)
     _, b = models.load(tmp_path / "straight")
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
