@@ -1,9 +1,8 @@
 """Multi-process start-up, the one path of every CLI: a job found in the environment is joined
-(or the run stops); independent copies never run side by side."""
+(or the run stops); independent copies never run side by side. (A simulated `srun -n 2` that
+trains one job: tests/train/test_loop.py::test_two_processes_train_alike.)"""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -73,39 +72,3 @@ def test_a_job_that_cannot_be_joined_stops_instead_of_running_alone(tmp_path):
     assert "joining the multi-process job from SLURM failed" in lines[0]
     assert "stopping rather than running independent copies" in lines[0]
     assert not (tmp_path / "w").exists()
-
-
-def slurm_job_id_with_a_free_port():
-    """JAX's SLURM support derives the coordinator port from the job id."""
-    for job in range(1000, 1000 + 4096, 97):
-        port = job % 2**12 + (65535 - 2**12 + 1)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return job
-    pytest.skip("no free port in JAX's SLURM range")
-
-
-@pytest.mark.slow
-def test_a_simulated_slurm_launch_trains_one_job_not_two_copies(tmp_path):
-    """`srun -n 2 python train.py ...` on one node, simulated by SLURM's variables: both
-    processes join one job by themselves (--distributed auto) and train it once."""
-    job = slurm_job_id_with_a_free_port()
-    processes = []
-    for rank in range(2):
-        env = dict(os.environ, SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost",
-                   SLURM_NTASKS="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
-        processes.append(subprocess.Popen(
-            [sys.executable, "train.py", "--config", "configs/quick.py", "--workdir",
-             str(tmp_path / "w"), "--config.steps=3"], cwd=REPO, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (_, err) in zip(processes, outputs):
-        assert process.returncode == 0, err
-    assert ("distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2) [SLURM]"
-            in outputs[0][1])
-    assert "distributed:" not in outputs[1][1]  # one line, from process 0
-    records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3]  # once, not twice

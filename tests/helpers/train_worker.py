@@ -25,6 +25,8 @@ def tiny_config(steps=2):
 def main(workdir, output, mode="none", coordinator="", process_id="0", num_processes="1"):
     if coordinator:
         runtime.initialize_distributed("on", coordinator, int(num_processes), int(process_id))
+    else:  # a job found in the environment (a simulated SLURM launch) is joined by itself
+        runtime.initialize_distributed("auto")
     config = tiny_config()
     config.adv.mode = mode
     config.adv.steps = 2

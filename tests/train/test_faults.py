@@ -123,20 +123,50 @@ def three_steps(tmp_path_factory):
     return workdir
 
 
+def restore_targets(config):
+    """The (variables, train items) a run of `config` restores into, built without compiling a
+    step (as the loop builds them)."""
+    from jaxseg.train import loop, optim
+    from jaxseg.train import state as training
+
+    model = models.fcn(config.model.arch, 7, config.model.aux)
+    variables = models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
+    tx = optim.make_optimizer(config.optim, config.steps)
+    state = training.create_state(variables, tx, jax.random.key(config.seed))
+    return model, state.variables, loop._train_items(state)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["truncated arrays", "no train item", "no data item",
                                   "corrupt metadata", "empty folder"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(three_steps, tmp_path,
-                                                                          capsys, kind):
+def test_a_damaged_latest_checkpoint_is_set_aside_for_the_newest_intact_one(three_steps, tmp_path,
+                                                                            capsys, kind):
     workdir = tmp_path / "w"
     shutil.copytree(three_steps, workdir)
     damage(workdir / "checkpoints" / "3", kind)
+    config = train_worker.tiny_config(steps=3)
+    config.checkpoint.every = 1
+    model, variables, items = restore_targets(config)
+    checkpoints = TrainCheckpoints(workdir / "checkpoints", model)
+    step, *_, changes = checkpoints.restore_latest(variables, items, config.to_dict())
+    checkpoints.close()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert len(warnings) == 1 and "checkpoints/3 is damaged" in warnings[0], warnings
+    assert (step, changes) == (2, [])
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3.damaged"]  # kept aside
+
+
+@pytest.mark.slow
+def test_training_resumes_past_a_damaged_checkpoint_with_one_record_per_step(three_steps,
+                                                                             tmp_path, capsys):
+    workdir = tmp_path / "w"
+    shutil.copytree(three_steps, workdir)
+    damage(workdir / "checkpoints" / "3", "truncated arrays")
     config = train_worker.tiny_config(steps=4)
     config.checkpoint.every = 1
     result = train(config, str(workdir))
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
-    assert len(warnings) == 1 and "checkpoints/3 is damaged" in warnings[0], warnings
-    assert result["step"] == 4 and (workdir / "checkpoints" / "3.damaged").is_dir()  # kept aside
+    assert "checkpoints/3 is damaged" in capsys.readouterr().err
+    assert result["step"] == 4 and (workdir / "checkpoints" / "3.damaged").is_dir()
     assert 4 in steps_on_disk(workdir)
     assert train_records(workdir) == [1, 2, 3, 4]  # step 3 logged again by the resumed run: once
 

@@ -1,6 +1,7 @@
 """Training: steps on fake data, NaN guard, device / process parallelism, bad configuration
 (kills, resume and damaged checkpoints: test_faults.py)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -83,9 +84,9 @@ def test_non_finite_loss_leaves_the_state_unchanged_and_stops_the_loop(tiny):
                                None, None)
 
 
-def run_worker(workdir, output, *args, devices=1, **popen):
+def run_worker(workdir, output, *args, devices=1, environ=None, **popen):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=REPO)
+               PYTHONPATH=REPO, **(environ or {}))
     return subprocess.Popen([sys.executable, WORKER, str(workdir), str(output), *map(str, args)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
@@ -120,16 +121,41 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_train_alike(tmp_path):
-    coordinator = f"127.0.0.1:{free_port()}"
-    # Each process holds one CPU device and half of every global batch.
-    runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", coordinator, i, 2)
-            for i in range(2)]
+@pytest.mark.parametrize("launch", ["flags", "slurm"])
+def test_two_processes_train_alike(tmp_path, launch):
+    """Each process holds one CPU device and half of every global batch. 'flags': explicit
+    --coordinator / --num-processes / --process-id; 'slurm': a simulated `srun -n 2` (SLURM's
+    variables, one node), which the processes must join by themselves (--distributed auto)."""
+    if launch == "flags":
+        coordinator = f"127.0.0.1:{free_port()}"
+        runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", coordinator, i, 2)
+                for i in range(2)]
+    else:
+        job = slurm_job_id_with_a_free_port()
+        runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", environ=dict(
+            SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+            SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
     single = run_worker(tmp_path / "single", tmp_path / "single.npz", "none", devices=2)
-    for run in (*runs, single):
-        finished(run)
+    outputs = [finished(run) for run in (*runs, single)]
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "proc1.npz", atol=0)
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "single.npz", atol=1e-5)
+    started = "distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2)"
+    assert started in outputs[0] and started not in outputs[1]  # one line, from process 0
+    metrics = (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["step"] for m in metrics if '"train"' in m] == [1, 2]  # one job
+
+
+def slurm_job_id_with_a_free_port():
+    """JAX's SLURM support derives the coordinator port from the job id."""
+    for job in range(1000, 1000 + 4096, 97):
+        port = job % 2**12 + (65535 - 2**12 + 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return job
+    pytest.skip("no free port in JAX's SLURM range")
 
 
 @pytest.mark.parametrize("override, message", [
