@@ -12,6 +12,7 @@ from jaxseg import runtime
 from jaxseg.cli import evaluate as evaluate_cli
 from jaxseg.cli import train as train_cli
 from tests.helpers import paths
+from tests.helpers.cli import one_line_error, run_cli
 
 REPO = str(paths.REPO)
 
@@ -28,18 +29,6 @@ REPO = str(paths.REPO)
 ])
 def test_cluster_environment(environ, found):
     assert runtime.cluster_environment(environ) == found
-
-
-def run_cli(main, *argv):
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code
-
-
-def one_line_error(capsys, code, text):
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1 and text in lines[0], lines
 
 
 def test_on_without_a_job_and_off_with_flags_are_refused(tmp_path, capsys, monkeypatch):

@@ -20,6 +20,7 @@ from PIL import Image
 
 from jaxseg.data import get_dataset, prepare
 from tests.helpers import paths
+from tests.helpers.cli import one_line_error, run_cli
 
 
 def png(array):
@@ -153,16 +154,7 @@ def server():
 
 
 def run_main(*argv):
-    try:
-        return prepare.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        return exit_.code
-
-
-def one_line_error(capsys, code, text):
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1 and text in lines[0], lines
-    return lines[0]
+    return run_cli(prepare.main, *argv)
 
 
 def test_camvid_downloads_arranges_and_a_rerun_does_nothing(server, tmp_path, capsys):

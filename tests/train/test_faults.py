@@ -22,25 +22,10 @@ from jaxseg.train import train
 from jaxseg.train import workdir as workdirs
 from jaxseg.train.checkpoint import TrainCheckpoints
 from tests.helpers import paths, train_worker
+from tests.helpers.cli import one_line_error, run_cli
 
 REPO = str(paths.REPO)
 QUICK = os.path.join(REPO, "configs", "quick.py")
-
-
-def run_cli(main, *argv):
-    """The exit code of an in-process CLI call."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code
-
-
-def one_line_error(capsys, code, text):
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2 and len(lines) == 1 and text in lines[0], err
-    return lines[0]
 
 
 def train_records(workdir):
