@@ -30,6 +30,7 @@ import sys
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxseg.errors import JaxsegError
@@ -138,18 +139,76 @@ def local_device_count(mesh):
 
 
 def shard_batch(mesh, tree):
-    """Place every array of `tree` with its batch axis split over the mesh."""
-    size = mesh.shape[DATA_AXIS]
+    """Place every array of `tree`, this process's rows of a batch (the whole batch in a
+    one-process job), with the batch axis split over the mesh: process p's rows follow process
+    p - 1's in the global batch (`jax.make_array_from_process_local_data`)."""
+    local = local_device_count(mesh)
     for leaf in jax.tree_util.tree_leaves(tree):
-        if leaf.shape[0] % size:
-            raise JaxsegError(
-                f"batch size {leaf.shape[0]} is not divisible by the {size} devices of the mesh")
-    return jax.device_put(tree, batch_sharding(mesh))
+        if leaf.shape[0] % local:
+            raise JaxsegError(f"batch size {leaf.shape[0]} is not divisible by the {local} "
+                              "devices of the mesh" + (" in this process" if
+                                                       jax.process_count() > 1 else ""))
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                        tree)
+
+
+def to_host(array):
+    """A (possibly multi-process, sharded) array as one numpy array, whole, on every process."""
+    if jax.process_count() > 1 and isinstance(array, jax.Array) \
+            and not array.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(array)
+
+
+def is_main_process():
+    """Whether this process writes files and prints (process 0 of a multi-process job)."""
+    return jax.process_index() == 0
+
+
+def sum_over_processes(array):
+    """The elementwise sum of a numpy array over the processes of the job (host-side)."""
+    if jax.process_count() == 1:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.process_allgather(np.asarray(array))).sum(axis=0)
+
+
+def on_every_process(check):
+    """`check()`, with its outcome agreed: if it raises a JaxsegError on any process, every
+    process raises one (naming the process that failed), so that no process waits forever in
+    a collective the others never join. Returns check()'s value."""
+    try:
+        value, message = check(), ""
+    except JaxsegError as err:
+        if jax.process_count() == 1:
+            raise
+        value, message = None, str(err)
+    if jax.process_count() == 1:
+        return value
+    encoded = np.zeros(1024, np.uint8)
+    raw = message.encode()[:1023]
+    encoded[:len(raw)] = np.frombuffer(raw, np.uint8)
+    encoded[-1] = bool(message)
+    everyone = np.asarray(multihost_utils.process_allgather(encoded))
+    failed = [p for p in range(len(everyone)) if everyone[p, -1]]
+    if not failed:
+        return value
+    if message:
+        raise JaxsegError(message)
+    first = everyone[failed[0], :-1]
+    text = bytes(first[first > 0]).decode(errors="replace")
+    raise JaxsegError(f"process {failed[0]}: {text}")
 
 
 def replicate(mesh, tree):
     """Place every array of `tree` whole on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    if jax.process_count() == 1:
+        return jax.device_put(tree, replicated(mesh))
+    # Every process holds the whole value (loaded or computed alike); no cross-host copy.
+    sharding = replicated(mesh)
+    return jax.tree.map(
+        lambda x: x if isinstance(x, jax.Array) and x.sharding == sharding
+        else jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 DISTRIBUTED_MODES = ("auto", "on", "off")
@@ -179,22 +238,26 @@ def cluster_environment(environ=None):
 
 
 def initialize_distributed(mode="auto", coordinator=None, num_processes=None, process_id=None,
-                           multi_host=True, tool="this command", timeout=300):
+                           tool="this command", timeout=300):
     """The one start-up path of every CLI. mode 'auto': join a multi-process job when the
     environment shows one (`cluster_environment`) or flags are given; 'on': join one or stop;
-    'off': never join. A detected job that cannot be joined stops with one line: never do
-    independent copies run side by side. `multi_host=False` (tools that cannot split their work
-    over hosts yet) refuses a multi-process job instead of joining it. On success process 0
-    prints one line: processes, local and global devices, the mesh."""
+    'off': never join, and stop if the environment shows a multi-process launch. A detected job
+    that cannot be joined stops with one line: never do independent copies run side by side.
+    On success process 0 prints one line: processes, local and global devices, the mesh."""
     if mode not in DISTRIBUTED_MODES:
         raise JaxsegError(f"--distributed {mode!r}; choose one of {', '.join(DISTRIBUTED_MODES)}")
     explicit = bool(coordinator) or num_processes is not None or process_id is not None
+    found = cluster_environment()
     if mode == "off":
         if explicit:
             raise JaxsegError("--distributed off contradicts --coordinator / --num-processes / "
                               "--process-id")
+        if found is not None:
+            count = f"{found[1]} processes" if found[1] else "several processes"
+            raise JaxsegError(f"--distributed off, but {found[0]} launched {count}: each would "
+                              f"run {tool} alone on the same job; launch one process (e.g. srun "
+                              "-n 1) or use --distributed auto")
         return
-    found = cluster_environment()
     launcher = "--coordinator / --num-processes / --process-id" if explicit else (found or ("",))[0]
     if not explicit and found is None:
         if mode == "on":
@@ -202,10 +265,6 @@ def initialize_distributed(mode="auto", coordinator=None, num_processes=None, pr
                               "OMPI_COMM_WORLD_SIZE, TPU_WORKER_HOSTNAMES, JAX_COORDINATOR_ADDRESS)"
                               " and no --coordinator; refusing to run as a single process")
         return
-    if not multi_host:
-        raise JaxsegError(f"{tool} cannot split its work over several processes yet, and a "
-                          f"multi-process job was found ({launcher}); run it as one process "
-                          "(e.g. srun -n 1) or pass --distributed off")
     # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:

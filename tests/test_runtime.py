@@ -43,11 +43,20 @@ def test_on_without_a_job_and_off_with_flags_are_refused(tmp_path, capsys, monke
     assert not (tmp_path / "w").exists()
 
 
-def test_evaluate_refuses_a_job_it_cannot_split(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
-    code = run_cli(evaluate_cli.main, "--checkpoint", tmp_path, "--output", tmp_path / "o")
-    one_line_error(capsys, code, "cannot split its work over several processes yet, and a "
-                                 "multi-process job was found (Open MPI)")
+@pytest.mark.parametrize("environ, launcher", [
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2"}, "SLURM launched 2 processes"),
+    ({"OMPI_COMM_WORLD_SIZE": "4"}, "Open MPI launched 4 processes"),
+])
+def test_off_inside_a_multi_process_launch_is_refused(tmp_path, capsys, monkeypatch, environ,
+                                                     launcher):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    for main in (train_cli.main, evaluate_cli.main):
+        args = ["--config", "configs/quick.py", "--workdir", tmp_path / "w"] \
+            if main is train_cli.main else ["--checkpoint", tmp_path, "--output", tmp_path / "o"]
+        line = one_line_error(capsys, run_cli(main, *args, "--distributed", "off"), launcher)
+        assert "launch one process" in line
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
 
 
 def test_a_job_that_cannot_be_joined_stops_instead_of_running_alone(tmp_path):

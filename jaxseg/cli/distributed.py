@@ -8,13 +8,13 @@ def add_arguments(parser):
     group.add_argument("--distributed", default="auto", choices=runtime.DISTRIBUTED_MODES,
                        help="auto: join when SLURM / Open MPI / Cloud TPU / "
                        "JAX_COORDINATOR_ADDRESS shows a multi-process job (default); on: join "
-                       "or stop; off: never join")
+                       "or stop; off: never join (and stop inside a multi-process launch)")
     group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     group.add_argument("--num-processes", type=int, default=None)
     group.add_argument("--process-id", type=int, default=None)
 
 
-def start(args, tool, multi_host=True):
+def start(args, tool):
     """Join the job per the parsed flags (see `runtime.initialize_distributed`)."""
     runtime.initialize_distributed(args.distributed, args.coordinator, args.num_processes,
-                                   args.process_id, multi_host=multi_host, tool=tool)
+                                   args.process_id, tool=tool)

@@ -15,7 +15,7 @@ curve.png. Several --checkpoint flags evaluate models side by side.
 import argparse
 import sys
 
-from jaxseg import attacks
+from jaxseg import attacks, runtime
 from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
 from jaxseg.cli import distributed
@@ -63,7 +63,7 @@ def parse_args(argv):
 @cli_guard
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    distributed.start(args, "evaluate.py", multi_host=False)  # one process until it can split
+    distributed.start(args, "evaluate.py")
     results = evaluate_checkpoints(
         args.checkpoint, names=args.name, output=args.output, data=args.data, split=args.split,
         data_kwargs=parse_keyvalues(args.data_arg, "data-arg"), num_images=args.num_images,
@@ -76,8 +76,9 @@ def main(argv=None):
         eps_curve=[parse_number(v, "eps-curve") for v in args.eps_curve.split(",")]
         if args.eps_curve else None,
         log=lambda line: print(line, flush=True))
-    print(markdown_table(results))
-    print(f"results in {args.output}")
+    if runtime.is_main_process():
+        print(markdown_table(results))
+        print(f"results in {args.output}")
     return 0
 
 

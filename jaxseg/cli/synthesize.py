@@ -73,7 +73,7 @@ def _number(text, flag):
 @cli_guard
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    distributed.start(args, "synthesize.py", multi_host=False)  # one process until it can split
+    distributed.start(args, "synthesize.py")
     radius = args.radius
     if radius is not None and str(radius).strip().lower() != "santurkar":
         radius = parse_number(radius, "radius")

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from jaxseg import attacks, data, runtime
 from jaxseg.evaluation import metrics
@@ -75,13 +74,6 @@ def _pad_batch(images, labels, multiple):
     return images, labels
 
 
-def _host(array):
-    """A (possibly multi-host, batch-sharded) array as one numpy array on every process."""
-    if jax.process_count() > 1:
-        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-    return np.asarray(array)
-
-
 class SplitResult(NamedTuple):
     """confusion [C, C] (int64) summed over the split; per_image: `PerImage` counts."""
 
@@ -123,9 +115,9 @@ def evaluate_split(model, variables, batches, spec=None, key=None, mesh=None, pr
             model.apply, static, classes, variables, images, labels,
             jax.random.fold_in(key, number), eps, step_size, weights)
         total += np.asarray(confusion, np.int64)
-        valid, index = _host(jnp.asarray(valid)), _host(jnp.asarray(index))
+        valid, index = map(runtime.to_host, data.to_global((valid, index), sharding))
         for name, value in (("tp", tp), ("fp", fp), ("fn", fn)):
-            kept[name].append(_host(value)[valid].astype(np.int64))
+            kept[name].append(runtime.to_host(value)[valid].astype(np.int64))
         kept["index"].append(index[valid])
         seen += count
         if progress is not None:

@@ -12,10 +12,12 @@ import re
 import sys
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxseg import attacks as attack_presets
 from jaxseg import data as datasets
-from jaxseg import labels, models
+from jaxseg import labels, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.evaluation import confusion, metrics
 from jaxseg.evaluation.worst_case import PerImage, worst_case
@@ -81,6 +83,9 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     per_image/<model>/<attack>.npz (per-image TP / FP / FN per class), and with `eps_curve`:
     curve.json and curve.png. Returns {model name: {row: summary}}.
     """
+    main = runtime.is_main_process()  # the process that writes and prints
+    if not main:
+        log = lambda line: None  # noqa: E731
     names = list(names) if names else [os.path.basename(os.path.normpath(c)) for c in checkpoints]
     if len(names) != len(checkpoints):
         raise JaxsegError(f"{len(names)} --name values for {len(checkpoints)} checkpoints")
@@ -90,21 +95,31 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                           "other attacks (apgd, apgd_red, pgd, ...)")
     if num_images is not None and num_images < 1:
         raise JaxsegError(f"--num-images must be >= 1, got {num_images}")
-    dataset = datasets.get_dataset(data, split, **(data_kwargs or {}))
-    if num_images:
-        dataset = datasets.Subset(dataset, num_images)
-    loaded = [models.load(path) for path in checkpoints]  # all errors before any work
-    for path, (model, _) in zip(checkpoints, loaded):
-        labels.check_num_classes(model.num_classes, dataset.info.num_classes, path,
-                                 f"data {data}")
+
+    def load_all():  # all errors before any work, agreed between the processes of a job
+        dataset = datasets.get_dataset(data, split, **(data_kwargs or {}))
+        if num_images:
+            dataset = datasets.Subset(dataset, num_images)
+        loaded = [models.load(path) for path in checkpoints]
+        for path, (model, _) in zip(checkpoints, loaded):
+            labels.check_num_classes(model.num_classes, dataset.info.num_classes, path,
+                                     f"data {data}")
+        return dataset, loaded
+
+    dataset, loaded = runtime.on_every_process(load_all)
     weights = None
     if needs_class_weights(attacks, loss):
-        weights = _class_weights(class_counts, data, data_kwargs, dataset.info.num_classes, log)
+        # Process 0 counts (or reads the cache) and tells the others: no image read twice.
+        weights = runtime.on_every_process(lambda: np.asarray(_class_weights(
+            class_counts, data, data_kwargs, dataset.info.num_classes, log), np.float32)
+            if main else np.zeros(dataset.info.num_classes, np.float32))
+        if jax.process_count() > 1:
+            weights = np.asarray(multihost_utils.broadcast_one_to_all(weights))
     specs = {"clean": None, **make_attacks(attacks, eps=eps, steps=steps, step_size=step_size,
                                            restarts=restarts, loss=loss, class_weights=weights)}
     if eps_curve:
         attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
-    prepare_dir(output, "output")
+    runtime.on_every_process(lambda: prepare_dir(output, "output") if main else None)
 
     loader = lambda: datasets.eval_loader(dataset, batch_size, short_side=short_side,  # noqa: E731
                                           pad_to=pad_to)
@@ -122,9 +137,10 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                     progress=bar.update)
             for member, counts in per_image.items():
                 member_row = row if member is None else f"{row}/{member}"
-                counts.save(os.path.join(folder, _safe(member_row) + ".npz"), attack=member_row,
-                            eps=0.0 if spec is None else float(eps),
-                            steps=0 if spec is None else spec.steps)
+                if main:
+                    counts.save(os.path.join(folder, _safe(member_row) + ".npz"), attack=member_row,
+                                eps=0.0 if spec is None else float(eps),
+                                steps=0 if spec is None else spec.steps)
                 if spec is not None:
                     attacked[member_row] = counts
             if isinstance(spec, attack_presets.presets.Ensemble):
@@ -134,7 +150,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
             log(f"{name} {row}: pixel acc {100 * summary['pixel_acc']:.1f} "
                 f"mIoU {100 * summary['miou']:.1f} (image acc {100 * summary['image_acc']:.1f})")
         if worst and attacked:
-            attacked.update(_stored(folder, eps, attacked))
+            if main:  # the output folder is process 0's
+                attacked.update(_stored(folder, eps, attacked))
             results[name][WORST] = _table_summary(worst_case(attacked, dataset.info.class_names))
             results[name][WORST]["attacks"] = sorted(attacked)
             s = results[name][WORST]
@@ -147,6 +164,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                 matrix = confusion.confusion_over(model, variables, loader(), spec, key)
                 curves[name].append((value, metrics.summarize(matrix)))
 
+    if not main:
+        return results
     header = (f"data {data} ({split}, {len(dataset)} images); attacks: eps {255 * eps:.4g}/255, "
               f"{steps if steps is not None else 'default'} steps, {restarts} restart(s)"
               + (f", loss {loss}" if loss else "") + "\n\n")

@@ -14,6 +14,7 @@ false negatives (`PerImage`). From them, without attacking again:
 """
 
 import os
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -41,13 +42,18 @@ class PerImage(NamedTuple):
             return self.tp.sum(axis=1) / self.pixels
 
     def save(self, path, **meta):
-        """npz with the counts and `meta` (eps, steps, loss ...), written atomically."""
+        """npz with the counts and `meta` (eps, steps, loss ...), written atomically. The same
+        results give the same bytes (np.savez would stamp the time into the zip)."""
         from jaxseg.io import atomic_path
 
+        arrays = dict(index=self.index, tp=self.tp, fp=self.fp, fn=self.fn,
+                      **{f"meta_{k}": np.asarray(v) for k, v in meta.items()})
         with atomic_path(path, ".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, index=self.index, tp=self.tp, fp=self.fp, fn=self.fn,
-                         **{f"meta_{k}": np.asarray(v) for k, v in meta.items()})
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                for name, value in arrays.items():
+                    entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    with archive.open(entry, "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
 
     @staticmethod
     def load(path):

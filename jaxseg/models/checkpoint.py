@@ -86,6 +86,10 @@ def load(path):
     model = from_config(load_config(path))
     abstract = jax.eval_shape(lambda: init(model, jax.random.key(0)))
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    # On this process's first device: in a multi-process job every process loads its own copy.
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here),
+                            abstract)
     try:
         with quiet_orbax():
             stored = ocp.StandardCheckpointer().metadata(os.path.join(path, "variables")).item_metadata

@@ -1,0 +1,58 @@
+"""Launching a CLI as a simulated multi-process job on 127.0.0.1 (CPU, gloo collectives), or
+as one process with simulated devices, and comparing the files the runs wrote."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import paths
+
+REPO = str(paths.REPO)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script, *args, devices=1, processes=1):
+    """Popen handles: `processes` copies of `python script args` joined by explicit flags (one
+    process: no flags), each with `devices` CPU devices."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               PYTHONPATH=REPO)
+    coordinator = f"127.0.0.1:{free_port()}"
+    runs = []
+    for index in range(processes):
+        flags = [] if processes == 1 else ["--coordinator", coordinator, "--num-processes",
+                                           str(processes), "--process-id", str(index)]
+        runs.append(subprocess.Popen([sys.executable, script, *map(str, args), *flags], cwd=REPO,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True))
+    return runs
+
+
+def finished(runs, timeout=400):
+    """The outputs of `runs`, once all exited 0."""
+    outputs = []
+    for run in runs:
+        out, _ = run.communicate(timeout=timeout)
+        assert run.returncode == 0, out[-3000:]
+        outputs.append(out)
+    return outputs
+
+
+def files(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def assert_same_files(a, b):
+    found_a, found_b = files(a), files(b)
+    assert sorted(found_a) == sorted(found_b)
+    differ = [name for name in found_a if found_a[name] != found_b[name]]
+    assert not differ, f"{a} and {b} differ in {differ}"
