@@ -14,9 +14,11 @@ OUTPUT/trajectory.gif. Every input is checked before any work; errors are one li
 """
 
 import dataclasses
+import functools
 import os
 import re
 import sys
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -46,8 +48,9 @@ def read_label(path, shape):
     return label
 
 
-def load_examples(request, num_classes):
-    """[(id, image uint8 [H,W,3], label [H,W])], class names, colorize."""
+def example_sources(request, num_classes):
+    """[(id, read)] with read() -> (image uint8 [H,W,3], label [H,W]), and the DatasetInfo.
+    Nothing is read yet: in a multi-process job each process reads only its own examples."""
     if request.image and request.data:
         raise JaxsegError("give --image or --data, not both")
     if request.image:
@@ -56,15 +59,17 @@ def load_examples(request, num_classes):
         if len(request.label) != len(request.image):
             raise JaxsegError(f"{len(request.image)} --image but {len(request.label)} --label: every "
                               "image needs its segmentation (the target y of eqs. 6 and 7)")
-        examples = []
-        for image_path, label_path in zip(request.image, request.label):
+
+        def read_file(image_path, label_path):
             image = io.read_image(image_path)
-            label = read_label(label_path, image.shape[:2])
-            stem = os.path.splitext(os.path.basename(image_path))[0]
-            examples.append((stem, image, label))
+            return image, read_label(label_path, image.shape[:2])
+
+        sources = [(os.path.splitext(os.path.basename(image_path))[0],
+                    functools.partial(read_file, image_path, label_path))
+                   for image_path, label_path in zip(request.image, request.label)]
         info = data.DatasetInfo("images", tuple(str(k) for k in range(num_classes)),
                                 data.default_palette(num_classes))
-        return examples, info
+        return sources, info
     if not request.data:
         raise JaxsegError("no input: give --image PATH --label PATH, or --data SPEC --index I")
     if request.label:
@@ -72,14 +77,32 @@ def load_examples(request, num_classes):
     dataset = data.get_dataset(request.data, request.split, **dict(request.data_kwargs))
     labels.check_num_classes(num_classes, dataset.info.num_classes, "the checkpoints",
                              f"data {request.data}")
-    examples = []
+
+    def read_item(index):
+        item = dataset[index]
+        return item["image"], np.asarray(item["label"])
+
+    sources = []
     for index in request.index or [0]:
         if not 0 <= index < len(dataset):
             raise JaxsegError(f"--index {index} is out of range: {request.data} ({request.split}) has "
                               f"{len(dataset)} examples")
-        item = dataset[index]
-        examples.append((f"{index:05d}", item["image"], np.asarray(item["label"])))
-    return examples, dataset.info
+        sources.append((f"{index:05d}", functools.partial(read_item, index)))
+    return sources, dataset.info
+
+
+def owned_positions(count):
+    """The examples this process reads and feeds: a contiguous share of the `count` (all of
+    them in a one-process job)."""
+    share = -(-count // jax.process_count())
+    return range(jax.process_index() * share, min(count, (jax.process_index() + 1) * share))
+
+
+def kind_of(request):
+    """'inpaint' or 'generate': what the descent does for this request."""
+    generates = request.mode == "generate" or (request.mode == "edit"
+                                               and request.method == "generate")
+    return "generate" if generates else "inpaint"
 
 
 def load_models(request):
@@ -171,31 +194,57 @@ def settings(request, kind, shape):
 # Running
 
 
-def pad_batch(arrays, multiple):
-    """Repeat the last example so the batch divides the device count; returns the count."""
-    n = len(arrays[0])
-    extra = (-n) % multiple
-    if extra:
-        arrays = [np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]) for a in arrays]
-    return arrays, n
+class Example(NamedTuple):
+    """One prepared input: pixels float32 [H,W,3] in [0, 1], target [H,W], hole bool [H,W]."""
+
+    id: str
+    pixels: np.ndarray
+    target: np.ndarray
+    hole: np.ndarray
+
+
+def group_rows(members, examples, share, shape, local_devices):
+    """This process's rows of one same-size group (`members`: positions of the examples), as
+    (images, targets, holes): its own examples (`examples`: position -> Example, the ones
+    this process read; a process owns positions [p * share, (p + 1) * share)), then copies of
+    its last one, or blanks if it has none of the group, so that every process feeds the same
+    number of rows, a multiple of its devices. Also {position: row of the global batch}."""
+    owners = [m // share for m in members]
+    per_process = max(owners.count(p) for p in range(jax.process_count()))
+    rows = -(-per_process // local_devices) * local_devices
+    placed, filled = {}, [0] * jax.process_count()
+    for member, owner in zip(members, owners):
+        placed[member] = owner * rows + filled[owner]
+        filled[owner] += 1
+    mine = [examples[m] for m in members if m in examples]
+    if not mine:  # descents whose results nobody reads
+        return (np.zeros((rows, *shape, 3), np.float32), np.zeros((rows, *shape), np.int32),
+                np.ones((rows, *shape), bool)), placed
+    mine += [mine[-1]] * (rows - len(mine))
+    return (np.stack([e.pixels for e in mine]), np.stack([e.target for e in mine]),
+            np.stack([e.hole for e in mine])), placed
 
 
 def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh, progress=None):
-    """Per model: result images, start, frames, predictions and CE at the result."""
-    (images, targets, holes), n = pad_batch([images, targets, holes], mesh.size)
+    """Per model: result images, start, frames, predictions and CE at the result, as numpy
+    arrays over the global batch. images / targets / holes: this process's rows (all rows in
+    a one-process job), as many on every process, a multiple of its devices."""
+    global_targets = runtime.shard_batch(mesh, np.asarray(targets, np.int32))
     out = []
     for model, variables in loaded:
+        variables = runtime.replicate(mesh, variables)
         result = synthesis.run(kind, model.apply, variables, images, targets, key,
                                mask=holes if kind == "inpaint" else None, mesh=mesh,
                                progress=progress, **opts)
         logits_fn = jax.jit(lambda v, x, m=model: m.apply(v, x)["out"])
         logits = logits_fn(variables, result.x)
-        ce = np.asarray(losses.cross_entropy(logits, targets))
-        frames = None if result.frames is None else np.asarray(result.frames)[:, :n]
-        out.append({"x": np.asarray(result.x)[:n], "start": np.asarray(result.start)[:n],
-                    "frames": frames, "pred": np.asarray(logits.argmax(-1))[:n],
-                    "pred_start": np.asarray(logits_fn(variables, result.start).argmax(-1))[:n],
-                    "ce_start": np.asarray(result.trace)[0, :n], "ce": ce[:n]})
+        ce = losses.cross_entropy(logits, global_targets)
+        host = runtime.to_host
+        out.append({"x": host(result.x), "start": host(result.start),
+                    "frames": None if result.frames is None else host(result.frames),
+                    "pred": host(logits.argmax(-1)),
+                    "pred_start": host(logits_fn(variables, result.start).argmax(-1)),
+                    "ce_start": host(result.trace)[0], "ce": host(ce)})
     return out
 
 
@@ -224,7 +273,8 @@ class Request:
     `jaxseg.data.get_dataset` spec) with `indices`. `mask`: a hole spec (`edits.parse`).
     edit: `paint` a class into `mask`, or `swap` 'A:B'; `method` re-inpaints the edited region
     or generates anew. Unset settings follow Santurkar's recipe scaled to the image; `radius`
-    may be 'santurkar'. `frames`: GIF frames at most (with `gif`)."""
+    may be 'santurkar'. `frames`: GIF frames at most (with `gif`). `jitter` noise is drawn
+    over the whole (padded) batch: another device count may draw other noise."""
 
     mode: str
     checkpoint: tuple = ()
@@ -270,49 +320,67 @@ def synthesize(request, log=print):
         raise JaxsegError(f"--paint / --swap belong to edit, not {request.mode}")
     if os.path.exists(request.output) and not os.path.isdir(request.output):
         raise JaxsegError(f"--output {request.output}: exists and is not a directory")
-    names, loaded, num_classes = load_models(request)
-    examples, info = load_examples(request, num_classes)
+    names, loaded, num_classes = runtime.on_every_process(lambda: load_models(request))
+    sources, info = runtime.on_every_process(lambda: example_sources(request, num_classes))
+    kind = kind_of(request)
 
-    # Everything is checked before any synthesis: targets, holes, sizes, settings.
-    prepared = []
-    for i, (example_id, image, label) in enumerate(examples):
-        if label.shape != image.shape[:2]:
-            raise JaxsegError(f"example {example_id}: label {label.shape} and image "
-                              f"{image.shape[:2]} differ in size")
-        target, hole, kind = target_and_hole(request, image, label, info, request.seed + i)
-        pixels = image.astype(np.float32)[None] / 255.0
-        try:
-            synthesis.check_images(pixels, target[None], hole[None] if kind == "inpaint" else None,
-                                   num_classes)
-        except JaxsegError as err:
-            raise JaxsegError(f"example {example_id}: {err}") from None
-        prepared.append((example_id, pixels[0], label, target, hole, kind))
-    kinds = {p[5] for p in prepared}
-    kind = kinds.pop()
-    opts = settings(request, kind, prepared[0][1].shape)
+    def prepare_mine():
+        """Read and check this process's examples: targets, holes, sizes."""
+        examples = {}
+        for position in owned_positions(len(sources)):
+            example_id, read = sources[position]
+            image, label = read()
+            if label.shape != image.shape[:2]:
+                raise JaxsegError(f"example {example_id}: label {label.shape} and image "
+                                  f"{image.shape[:2]} differ in size")
+            target, hole, _ = target_and_hole(request, image, label, info,
+                                              request.seed + position)
+            pixels = image.astype(np.float32)[None] / 255.0
+            try:
+                synthesis.check_images(pixels, target[None],
+                                       hole[None] if kind == "inpaint" else None, num_classes)
+            except JaxsegError as err:
+                raise JaxsegError(f"example {example_id}: {err}") from None
+            examples[position] = Example(example_id, pixels[0], target.astype(np.int32),
+                                         hole.astype(bool))
+        return examples
 
-    # Same-size examples run as one batch (sharded over all devices).
+    # Everything is checked before any synthesis, on every process.
+    examples = runtime.on_every_process(prepare_mine)
+    shapes = np.zeros((len(sources), 2), np.int64)
+    for position, example in examples.items():
+        shapes[position] = example.pixels.shape[:2]
+    shapes = runtime.sum_over_processes(shapes)  # every example's size, known everywhere
+    opts = settings(request, kind, (int(shapes[0][0]), int(shapes[0][1]), 3))
+
+    # Same-size examples run as one batch, sharded over all devices of all processes.
     mesh = runtime.make_mesh()
     key = jax.random.key(request.seed)
+    share = -(-len(sources) // jax.process_count())
     groups = {}
-    for position, p in enumerate(prepared):
-        groups.setdefault(p[1].shape, []).append(position)
-    results = [None] * len(prepared)
+    for position, shape in enumerate(tuple(int(v) for v in hw) for hw in shapes):
+        groups.setdefault(shape, []).append(position)
+    results, inputs = [None] * len(sources), [None] * len(sources)
     bar = _progress(opts["steps"] * len(loaded) * len(groups), request.quiet)
     for shape, members in groups.items():
         group_opts = dict(opts)
         if request.step_size is None:
-            group_opts["step_size"] = objectives.default_step_size(kind, shape, request.rule)
-        stack = lambda j: np.stack([prepared[m][j] for m in members])  # noqa: E731
-        per_model = synthesize_group(kind, group_opts, loaded, stack(1), stack(3), stack(4),
-                                     key, mesh, bar.update)
-        for row, m in enumerate(members):
+            group_opts["step_size"] = objectives.default_step_size(kind, (*shape, 3), request.rule)
+        rows, placed = group_rows(members, examples, share, shape,
+                                  runtime.local_device_count(mesh))
+        per_model = synthesize_group(kind, group_opts, loaded, *rows, key, mesh, bar.update)
+        every = [runtime.to_host(runtime.shard_batch(mesh, r)) for r in rows]  # for process 0
+        for m in members:
+            row = placed[m]
             results[m] = [{k: pick_row(k, v, row) for k, v in out.items()} for out in per_model]
+            inputs[m] = Example(sources[m][0], *(r[row] for r in every))
     bar.close()
+    if not runtime.is_main_process():
+        return None
 
     # Metrics, then every file (nothing is written before all the work succeeded).
     records, grid_rows, raw, gif_rows = [], [], {}, []
-    for (example_id, image, label, target, hole, _), per_model in zip(prepared, results):
+    for (example_id, image, target, hole), per_model in zip(inputs, results):
         start = per_model[0]["start"]
         baseline = quality.report(start[None], image[None], hole[None],
                                   per_model[0]["pred_start"][None], target[None])[0]
