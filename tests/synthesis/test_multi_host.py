@@ -4,7 +4,9 @@
 import json
 
 import jax
+import numpy as np
 import pytest
+from PIL import Image
 
 from jaxseg import models
 from tests.helpers.multiprocess import assert_same_files, files, finished, launch
@@ -51,3 +53,22 @@ def assert_close(a, b):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     else:
         assert a == b
+
+
+@pytest.mark.slow
+def test_an_input_error_on_one_process_stops_both_with_one_line(tmp_path):
+    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "good.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "label.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")  # process 1's example
+    runs = launch("synthesize.py", "generate", "--checkpoint", tmp_path / "ckpt",
+                  "--image", tmp_path / "good.png", "--label", tmp_path / "label.png",
+                  "--image", tmp_path / "bad.png", "--label", tmp_path / "label.png",
+                  "--output", tmp_path / "out", processes=2)
+    for index, run in enumerate(runs):
+        out, _ = run.communicate(timeout=300)
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert run.returncode == 2 and len(errors) == 1, out[-2000:]
+        assert "bad.png" in errors[0] and (index == 1 or "process 1:" in errors[0])
+    assert not (tmp_path / "out").exists()
