@@ -18,6 +18,10 @@ The expert override is the environment variable JAXSEG_UNROLL=auto|on|off (or th
 `loop_policy` context manager): on unrolls every loop, off rolls every loop. It is read when an
 attack or a descent is configured, so set it before building one.
 
+Compute dtype: 'auto' computes in bfloat16 on GPU/TPU (their matrix units run bf16 at several
+times the fp32 rate) and in float32 on CPU (XLA:CPU has no fast bf16 convolutions); parameters,
+logits and losses stay float32 either way. `model.dtype` / `--dtype float32|bfloat16` override.
+
 Convolutions: 1x1 convolutions run as matmuls over channels on every backend (XLA:CPU's
 convolution path is slower for them, forward and backward; on GPU/TPU a 1x1 convolution is a
 matmul anyway). `conv_policy(pointwise_matmul=False)` restores lax convolutions, for
@@ -29,6 +33,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -61,6 +66,21 @@ def conv_policy(pointwise_matmul):
         yield
     finally:
         _pointwise_override.pop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute dtype
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name="auto"):
+    """The models' compute dtype for `name` (see COMPUTE_DTYPES): None means float32."""
+    if name not in COMPUTE_DTYPES:
+        raise JaxsegError(f"compute dtype {name!r}; choose one of {', '.join(COMPUTE_DTYPES)}")
+    if name == "auto":
+        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return None if name == "float32" else jnp.bfloat16
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ curve.png. Several --checkpoint flags evaluate models side by side.
 import argparse
 import sys
 
-from jaxseg import attacks, runtime
+from jaxseg import attacks, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
 from jaxseg.cli import distributed
@@ -55,6 +55,10 @@ def parse_args(argv):
     parser.add_argument("--eps-curve", default=None, help="comma-separated eps values")
     parser.add_argument("--curve-attack", default="pgd")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", choices=runtime.COMPUTE_DTYPES,
+                        help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)")
+    parser.add_argument("--remat", default="none", choices=models.REMAT_POLICIES,
+                        help="rematerialise each ResNet block in attack gradients (less memory)")
     parser.add_argument("--output", required=True, help="directory for the results")
     distributed.add_arguments(parser)
     return parser.parse_args(argv)
@@ -72,7 +76,8 @@ def main(argv=None):
         attacks=args.attack, eps=parse_number(args.eps, "eps"), steps=args.steps,
         loss=args.loss, class_counts=args.class_counts, worst=args.worst_case, quiet=args.quiet,
         step_size=None if args.step_size is None else parse_number(args.step_size, "step-size"),
-        restarts=args.restarts, seed=args.seed, curve_attack=args.curve_attack,
+        restarts=args.restarts, seed=args.seed, dtype=args.dtype, remat=args.remat,
+        curve_attack=args.curve_attack,
         eps_curve=[parse_number(v, "eps-curve") for v in args.eps_curve.split(",")]
         if args.eps_curve else None,
         log=lambda line: print(line, flush=True))

@@ -16,6 +16,7 @@ OUTPUT/trajectory.gif. Every input is checked before any work; errors are one li
 import argparse
 import sys
 
+from jaxseg import models, runtime
 from jaxseg.config.overrides import parse_keyvalues, parse_number
 from jaxseg.cli import distributed
 from jaxseg.errors import cli_guard, exit_on_interrupt
@@ -56,6 +57,10 @@ def parse_args(argv):
     parser.add_argument("--jitter", default="0", help="std of start noise in the hole")
     parser.add_argument("--bn", choices=("running", "batch"), default="running")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto", choices=runtime.COMPUTE_DTYPES,
+                        help="compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)")
+    parser.add_argument("--remat", default="none", choices=models.REMAT_POLICIES,
+                        help="rematerialise each ResNet block in the descent (less memory)")
     parser.add_argument("--gif", action="store_true", help="also write trajectory.gif")
     parser.add_argument("--frames", type=int, default=24,
                         help="GIF frames (at most; a divisor of steps is used)")
@@ -85,7 +90,8 @@ def main(argv=None):
         index=tuple(args.index), mask=args.mask, paint=args.paint, swap=args.swap,
         method=args.method, steps=args.steps, step_size=_number(args.step_size, "step-size"),
         lam=_number(args.lam, "lambda"), penalty=args.penalty, rule=args.rule, radius=radius,
-        jitter=parse_number(args.jitter, "jitter"), bn=args.bn, seed=args.seed, gif=args.gif,
+        jitter=parse_number(args.jitter, "jitter"), bn=args.bn, seed=args.seed, dtype=args.dtype,
+        remat=args.remat, gif=args.gif,
         frames=args.frames, quiet=args.quiet)
     synthesize(request)
     return 0

@@ -22,7 +22,8 @@ def base():
         arch="fcn_resnet26_w16",
         num_classes=config_dict.placeholder(int),  # default: the training dataset's
         aux=True,
-        dtype="float32",  # compute dtype; 'bfloat16' keeps fp32 parameters
+        dtype="auto",  # compute dtype: auto (bf16 on GPU/TPU, fp32 on CPU), float32, bfloat16
+        remat="none",  # per-block rematerialisation: none | convs | full (less memory)
         init="",  # a jaxseg checkpoint (e.g. from `python -m jaxseg.port import`) to start from
     ))
     config.data = ml_collections.ConfigDict(dict(
@@ -73,6 +74,10 @@ MINIMUM = {"steps": 1, "batch_size": 1, "log_every": 1, "checkpoint.every": 1,
            "eval.steps": 1, "eval.samples": 0, "adv.steps": 1, "adv.replays": 1}
 
 
+# key -> allowed values, for the options that name a choice
+CHOICES = {"model.dtype": ("auto", "float32", "bfloat16"), "model.remat": ("none", "convs", "full")}
+
+
 def check(config):
     """One-line JaxsegErrors for integer options out of range (keep 0 would delete the final
     model; every 0 would divide by zero after minutes of compiling)."""
@@ -86,4 +91,9 @@ def check(config):
             raise JaxsegError(f"config key {key!r} must be an integer >= {smallest}, got {node!r}")
     if config.epochs is not None and (not isinstance(config.epochs, int) or config.epochs < 1):
         raise JaxsegError(f"config key 'epochs' must be an integer >= 1, got {config.epochs!r}")
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        if config[section][name] not in allowed:
+            raise JaxsegError(f"config key {key!r} must be one of {', '.join(allowed)}, got "
+                              f"{config[section][name]!r}")
     return config

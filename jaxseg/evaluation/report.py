@@ -69,7 +69,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                          data_kwargs=None, num_images=None, batch_size=8, short_side=None,
                          pad_to=None, attacks=(), eps=8 / 255, steps=10, step_size=None,
                          restarts=1, loss=None, class_counts=None, worst=False, eps_curve=None,
-                         curve_attack="pgd", seed=0, quiet=False, log=print):
+                         curve_attack="pgd", seed=0, dtype="auto", remat="none", quiet=False,
+                         log=print):
     """Clean and robust accuracy / mIoU of each checkpoint (Table 1), per image and over the
     split, and with `eps_curve` (a list of eps values) a robustness curve per model. Every
     input is checked before any work.
@@ -78,6 +79,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     worst case). worst: also a worst-case row over every attack of the model at this eps (this
     run's, and any stored earlier in OUTPUT/per_image). class_counts: a JSON file of training
     pixels per class for mce_bal / sea (default: counted from `data`'s train split, cached).
+    dtype / remat: how the models compute (`models.load`; 'auto': bf16 on GPU/TPU, fp32 on CPU).
 
     Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
     per_image/<model>/<attack>.npz (per-image TP / FP / FN per class), and with `eps_curve`:
@@ -100,7 +102,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
         dataset = datasets.get_dataset(data, split, **(data_kwargs or {}))
         if num_images:
             dataset = datasets.Subset(dataset, num_images)
-        loaded = [models.load(path) for path in checkpoints]
+        loaded = [models.load(path, dtype, remat) for path in checkpoints]
         for path, (model, _) in zip(checkpoints, loaded):
             labels.check_num_classes(model.num_classes, dataset.info.num_classes, path,
                                      f"data {data}")

@@ -12,7 +12,7 @@ Porting from / to torchvision and the robustness library: `jaxseg.models.port`
 from jaxseg.models.build import fcn, from_config, init, model_config
 from jaxseg.models.checkpoint import load, load_config, resolve, save
 from jaxseg.models.fcn import ARCHS, FCN, FCNHead, resize_bilinear
-from jaxseg.models.resnet import Bottleneck, ResNet
+from jaxseg.models.resnet import REMAT_POLICIES, Bottleneck, ResNet
 
-__all__ = ["ARCHS", "FCN", "FCNHead", "ResNet", "Bottleneck", "fcn", "init", "model_config",
+__all__ = ["ARCHS", "REMAT_POLICIES", "FCN", "FCNHead", "ResNet", "Bottleneck", "fcn", "init", "model_config",
            "from_config", "resize_bilinear", "load", "load_config", "resolve", "save"]

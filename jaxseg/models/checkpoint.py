@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxseg import runtime
 from jaxseg.errors import JaxsegError
 from jaxseg.models.build import from_config, init, model_config
 
@@ -80,10 +81,12 @@ def load_config(path):
     return restored["model"]
 
 
-def load(path):
-    """Rebuild (model, variables) from a checkpoint written by `save` or by training."""
+def load(path, dtype="auto", remat="none"):
+    """Rebuild (model, variables) from a checkpoint written by `save` or by training. The model
+    computes in `dtype` (`runtime.COMPUTE_DTYPES`; 'auto': the backend's) with per-block
+    `remat` (`resnet.REMAT_POLICIES`); neither is stored, both leave the variables alone."""
     path = resolve(path)
-    model = from_config(load_config(path))
+    model = from_config(load_config(path), runtime.compute_dtype(dtype), remat)
     abstract = jax.eval_shape(lambda: init(model, jax.random.key(0)))
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     # On this process's first device: in a multi-process job every process loads its own copy.

@@ -69,13 +69,15 @@ class FCN(nn.Module):
     """Fully convolutional segmentation network, output stride 8.
 
     `dtype` sets the compute dtype (e.g. bfloat16); parameters stay float32 and the returned
-    logits are float32.
+    logits are float32. `remat`: rematerialise each bottleneck block ('none', 'convs', 'full':
+    see `resnet.REMAT_POLICIES`). Neither changes the parameters.
     """
 
     arch: str
     num_classes: int = 21
     aux: bool = True
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, train=False):
@@ -86,7 +88,8 @@ class FCN(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
 
-        features = ResNet(**ARCHS[self.arch], dtype=self.dtype, name="backbone")(x, train)
+        features = ResNet(**ARCHS[self.arch], dtype=self.dtype, remat=self.remat,
+                          name="backbone")(x, train)
         logits = FCNHead(self.num_classes, self.dtype, name="classifier")(features["layer4"], train)
         outputs = {"out": logits}
         if self.aux:

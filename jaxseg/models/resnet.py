@@ -8,9 +8,20 @@ so that `jaxseg.port` can map weights with one rule. Padding is always explicit 
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxseg import runtime
+
+# Rematerialisation per bottleneck block (`model.remat`): what the backward pass keeps of a
+# block's forward; the rest is recomputed. 'full': only the block's input; 'convs': also the
+# convolution / matmul outputs (BN and ReLU are recomputed, cheap next to the convolutions).
+REMAT_POLICIES = {
+    "none": None,
+    "convs": jax.checkpoint_policies.save_only_these_names("conv"),
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 # torch BatchNorm2d(eps=1e-5, momentum=0.1) == flax BatchNorm(epsilon=1e-5, momentum=0.9).
 BN_EPSILON = 1e-5
@@ -80,14 +91,17 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x, train=False):
         out_features = self.width * self.expansion
-        y = conv(self.width, 1, name="conv1", dtype=self.dtype)(x)
+        named = lambda y: checkpoint_name(y, "conv")  # noqa: E731 (for the 'convs' remat policy)
+        y = named(conv(self.width, 1, name="conv1", dtype=self.dtype)(x))
         y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
-        y = conv(self.width, 3, self.stride, self.dilation, name="conv2", dtype=self.dtype)(y)
+        y = named(conv(self.width, 3, self.stride, self.dilation, name="conv2",
+                       dtype=self.dtype)(y))
         y = nn.relu(batch_norm(train, "bn2", self.dtype)(y))
-        y = conv(out_features, 1, name="conv3", dtype=self.dtype)(y)
+        y = named(conv(out_features, 1, name="conv3", dtype=self.dtype)(y))
         y = batch_norm(train, "bn3", self.dtype)(y)
         if self.downsample:
-            x = conv(out_features, 1, self.stride, name="downsample_conv", dtype=self.dtype)(x)
+            x = named(conv(out_features, 1, self.stride, name="downsample_conv",
+                           dtype=self.dtype)(x))
             x = batch_norm(train, "downsample_bn", self.dtype)(x)
         return nn.relu(y + x)
 
@@ -97,12 +111,14 @@ class ResNet(nn.Module):
 
     `dilate` replaces the stride of layers 2-4 by dilation, as torchvision's
     `replace_stride_with_dilation`; FCN uses (False, True, True) for output stride 8.
+    `remat`: a key of REMAT_POLICIES (same parameters and results, less memory, more compute).
     """
 
     blocks: Sequence[int]
     base_width: int = 64
     dilate: Sequence[bool] = (False, True, True)
     dtype: jnp.dtype | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, train=False):
@@ -110,6 +126,9 @@ class ResNet(nn.Module):
         x = nn.relu(batch_norm(train, "bn1", self.dtype)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
+        block = Bottleneck
+        if REMAT_POLICIES[self.remat] is not None:  # argument 2 (train) is a Python bool
+            block = nn.remat(Bottleneck, static_argnums=(2,), policy=REMAT_POLICIES[self.remat])
         features = {}
         in_features = self.base_width
         dilation = 1
@@ -122,7 +141,7 @@ class ResNet(nn.Module):
                 stride = 1
             for index in range(num_blocks):
                 first = index == 0
-                x = Bottleneck(
+                x = block(
                     width,
                     stride=stride if first else 1,
                     # The first block of a dilated stage keeps the previous dilation (torchvision).

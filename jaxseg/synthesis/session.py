@@ -111,7 +111,7 @@ def load_models(request):
         raise JaxsegError(f"{len(names)} --name values for {len(request.checkpoint)} checkpoints")
     if len(set(names)) != len(names):
         raise JaxsegError(f"model names must differ, got {', '.join(names)} (use --name)")
-    loaded = [models.load(path) for path in request.checkpoint]
+    loaded = [models.load(path, request.dtype, request.remat) for path in request.checkpoint]
     classes = {model.num_classes for model, _ in loaded}
     if len(classes) > 1:
         raise JaxsegError("the checkpoints predict different numbers of classes: "
@@ -301,6 +301,8 @@ class Request:
     seed: int = 0
     gif: bool = False
     frames: int = 24
+    dtype: str = "auto"  # compute dtype (runtime.COMPUTE_DTYPES)
+    remat: str = "none"  # per-block rematerialisation (models.REMAT_POLICIES)
     quiet: bool = False  # no progress bar
 
 

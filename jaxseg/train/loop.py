@@ -17,7 +17,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import attacks, data, evaluation, labels, models, runtime, viz
@@ -100,18 +99,16 @@ def _model_and_variables(config, num_classes):
     wanted = config.model.num_classes
     if wanted is not None and wanted != num_classes:
         raise JaxsegError(f"model.num_classes={wanted} but the data has {num_classes} classes")
-    dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(config.model.dtype, "bad")
-    if dtype == "bad":
-        raise JaxsegError(f"model.dtype must be float32 or bfloat16, got {config.model.dtype!r}")
+    dtype, remat = runtime.compute_dtype(config.model.dtype), config.model.remat
     if config.model.init:
         loaded, variables = models.load(config.model.init)
         labels.check_num_classes(loaded.num_classes, num_classes, config.model.init, "the data")
         if loaded.arch != config.model.arch:
             raise JaxsegError(f"{config.model.init}: checkpoint is a {loaded.arch}, config asks "
                               f"for {config.model.arch}")
-        model = models.fcn(loaded.arch, num_classes, loaded.aux, dtype)
+        model = models.fcn(loaded.arch, num_classes, loaded.aux, dtype, remat)
         return model, variables
-    model = models.fcn(config.model.arch, num_classes, config.model.aux, dtype)
+    model = models.fcn(config.model.arch, num_classes, config.model.aux, dtype, remat)
     return model, models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
 
 

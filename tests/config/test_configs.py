@@ -57,6 +57,8 @@ def test_overrides_parse_types_and_reject_unknown_keys():
     ("log_every=0", "'log_every' must be an integer >= 1"),
     ("steps=0", "'steps' must be an integer >= 1"),
     ("eval.num_images=-1", "'eval.num_images' must be an integer >= 1"),
+    ("model.dtype=float16", "'model.dtype' must be one of auto, float32, bfloat16"),
+    ("model.remat=blocks", "'model.remat' must be one of none, convs, full"),
 ])
 def test_check_rejects_integers_that_cannot_work(override, message):
     config = configfile.apply_overrides(base(), [override])
@@ -88,3 +90,13 @@ def test_linf_eps_above_one_is_the_8_for_8_over_255_slip():
 def test_skip_bad_can_be_set_from_the_command_line():
     config = configfile.apply_overrides(base(), ["data.skip_bad=true"])
     assert config.data.skip_bad is True
+
+
+def test_config_choices_are_the_library_choices():
+    from jaxseg import models, runtime
+    import importlib
+
+    defaults = importlib.import_module("jaxseg.config.base")
+
+    assert defaults.CHOICES["model.dtype"] == runtime.COMPUTE_DTYPES
+    assert defaults.CHOICES["model.remat"] == tuple(models.REMAT_POLICIES)

@@ -102,3 +102,41 @@ def test_unknown_arch_and_bad_classes_are_user_errors():
         models.fcn("fcn_resnet18")
     with pytest.raises(JaxsegError, match="num_classes"):
         models.fcn("fcn_resnet50", num_classes=0)
+
+
+@pytest.mark.slow
+def test_remat_keeps_parameters_and_gradients():
+    """Rematerialised blocks: the same variables tree, the same parameter and input gradients."""
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    plain = models.fcn("fcn_resnet14_w8", num_classes=5)
+    variables = models.init(plain, jax.random.key(0))
+
+    def loss(model, variables, x):
+        out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.key(3)})
+        return jnp.mean(out["out"] ** 2)
+
+    gradient = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=0)
+    want = gradient(plain, variables, x)
+    for remat in ("convs", "full"):
+        rematted = models.fcn("fcn_resnet14_w8", num_classes=5, remat=remat)
+        assert jax.tree.structure(models.init(rematted, jax.random.key(0))) == \
+            jax.tree.structure(variables)
+        # Recomputing lets XLA fuse differently: float32 rounding, relative to each leaf's size.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(
+            a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max())),
+            gradient(rematted, variables, x), want)
+
+
+def test_compute_dtype_follows_the_backend(monkeypatch):
+    from jaxseg import runtime
+
+    assert runtime.compute_dtype("auto") is None  # CPU: float32
+    assert runtime.compute_dtype("bfloat16") == jnp.bfloat16
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert runtime.compute_dtype("auto") == jnp.bfloat16
+    assert runtime.compute_dtype("float32") is None
+    with pytest.raises(JaxsegError, match="compute dtype 'fp16'"):
+        runtime.compute_dtype("fp16")
+    with pytest.raises(JaxsegError, match="unknown remat 'some'"):
+        models.fcn("fcn_resnet14_w8", remat="some")
