@@ -53,8 +53,10 @@ def per_image_counts(labels, predictions, num_classes, ignore=IGNORE):
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "static", "num_classes"))
-def _batch_counts(apply_fn, static, num_classes, variables, images, labels, key, eps, step_size,
-                  class_weights):
+def batch_counts(apply_fn, static, num_classes, variables, images, labels, key, eps, step_size,
+                 class_weights):
+    """One batch, attacked with `static` (an attack's static config) unless None: the [C, C]
+    confusion matrix and the per-image (tp, fp, fn). Jitted."""
     if static is not None:
         images = attacks.presets.run(static, apply_fn, variables, images, labels, key, eps,
                                      step_size, class_weights=class_weights).x
@@ -111,7 +113,7 @@ def evaluate_split(model, variables, batches, spec=None, key=None, mesh=None, pr
         index = np.concatenate([index, np.full(padded - count, -1, np.int64)])
         # Each process holds its local part of the global batch (multi-host evaluation).
         images, labels = data.to_global((images, labels), sharding)
-        confusion, (tp, fp, fn) = _batch_counts(
+        confusion, (tp, fp, fn) = batch_counts(
             model.apply, static, classes, variables, images, labels,
             jax.random.fold_in(key, number), eps, step_size, weights)
         total += np.asarray(confusion, np.int64)

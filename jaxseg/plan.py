@@ -1,0 +1,205 @@
+"""What a training configuration costs per device, before renting the devices: FLOPs, peak
+memory, the largest batch that fits, and a roofline estimate of the step time.
+
+    jaxseg.plan.plan(config, batches=(1, 2, 4, 8, 16), remats=("none", "full"),
+                     dtypes=("float32", "bfloat16"), accelerator="h100")
+
+is what `python -m jaxseg.cli.plan --config configs/coco_fcn50_at.py` prints. Nothing runs: every
+program is traced and compiled ahead of time for abstract shapes (jax.ShapeDtypeStruct), on
+one device, with the per-device batch (data parallelism adds only the gradient all-reduce).
+
+- FLOPs: XLA's cost analysis of the step with every loop unrolled (XLA counts a while loop's
+  body once, so the rolled program would undercount the attack's steps).
+- Peak memory: XLA's memory analysis of the step as GPUs/TPUs run it (loops rolled, state
+  donated): arguments + outputs - donated + temporaries. It comes from XLA:CPU, compiled with
+  its memory-minimising scheduler, and approximates what XLA:GPU allocates; it is not a GPU
+  measurement. XLA:CPU schedules recomputed values early, so it barely credits
+  rematerialisation (jax issue #19822); `kept_gb`, the activations the forward pass keeps for
+  the backward pass (JAX's saved residuals of the training gradient), shows what remat saves.
+- Roofline: max(FLOPs / peak FLOP/s, bytes / bandwidth) for one device. Bytes are XLA's
+  "bytes accessed" of the compiled program, scaled by the unrolled / rolled FLOPs ratio.
+  bf16 runs at the accelerator's bf16 dense rate, float32 at its TF32 rate (XLA's default
+  precision for float32 convolutions on GPU). A lower bound: real steps reach 30-60 % of it.
+"""
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import attacks, models, runtime
+from jaxseg.errors import JaxsegError
+from jaxseg.evaluation import confusion
+from jaxseg.train import optim
+from jaxseg.train import state as training
+
+# Dense peak FLOP/s (bf16, TF32) and memory bandwidth, from the vendors' data sheets.
+ACCELERATORS = {
+    "h100": {"name": "H100 SXM 80 GB", "bfloat16": 989e12, "float32": 494.5e12, "bandwidth": 3.35e12,
+             "memory_gb": 80},
+    "a100": {"name": "A100 SXM 80 GB", "bfloat16": 312e12, "float32": 156e12, "bandwidth": 2.04e12,
+             "memory_gb": 80},
+}
+# XLA:CPU's default scheduler favours concurrency over memory; the plan wants the memory a
+# memory-aware (GPU-like) schedule needs. Set before the CPU backend starts (cli.plan does).
+CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+@dataclasses.dataclass
+class Row:
+    program: str  # 'train' (one optimizer step, with the configured adversary) or 'eval'
+    batch: int  # per device
+    dtype: str
+    remat: str
+    gflops: float
+    peak_gb: float
+    kept_gb: float | None  # activations kept for the backward pass (train only)
+    step_ms: float  # roofline estimate on the accelerator
+    images_per_s: float
+
+
+def _gb(value):
+    return value / 1e9
+
+
+def _peak_bytes(compiled):
+    memory = compiled.memory_analysis()
+    return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+
+
+def _flops(lowered):
+    return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+
+
+def _cost(function, args, donate=()):
+    """(FLOPs unrolled, peak bytes rolled, bytes accessed scaled to the unrolled FLOPs)."""
+    with runtime.loop_policy("on"):
+        flops = _flops(jax.jit(function, donate_argnums=donate).lower(*args))
+    with runtime.loop_policy("off"):
+        compiled = jax.jit(function, donate_argnums=donate).lower(*args).compile()
+    analysis = compiled.cost_analysis() or {}
+    rolled_flops = float(analysis.get("flops", 0.0)) or flops
+    bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / rolled_flops
+    return flops, _peak_bytes(compiled), bytes_accessed
+
+
+def _roofline(flops, bytes_accessed, dtype, accelerator):
+    spec = ACCELERATORS[accelerator]
+    return max(flops / spec[dtype], bytes_accessed / spec["bandwidth"])
+
+
+def _kept_bytes(model, variables, images, labels):
+    """Bytes of the residuals the training gradient's forward pass keeps (not the inputs)."""
+    from jax._src.ad_checkpoint import saved_residuals  # public only as print_saved_residuals
+
+    def loss(params, batch_stats, x, y):
+        out, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                             mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+        return training.batch_cross_entropy(out["out"], y)
+
+    kept = saved_residuals(loss, variables["params"], variables["batch_stats"], images, labels)
+    return sum(math.prod(a.shape) * a.dtype.itemsize for a, why in kept
+               if not why.startswith("from the argument"))
+
+
+def plan(config, batches=(1, 2, 4, 8, 16), remats=("none", "full"),
+         dtypes=("float32", "bfloat16"), accelerator="h100", evaluation=True, log=None):
+    """[Row] for every per-device batch, remat and compute dtype: the configured train step
+    (adversary included) and, with `evaluation`, one evaluation batch under the configured
+    eval attack, at the training crop size. See the module docstring for what each figure is."""
+    if accelerator not in ACCELERATORS:
+        raise JaxsegError(f"unknown accelerator {accelerator!r}; choose one of "
+                          f"{', '.join(ACCELERATORS)}")
+    if not batches or min(batches) < 1:
+        raise JaxsegError(f"per-device batches must be >= 1, got {list(batches)}")
+    num_classes = config.model.num_classes or 21
+    height, width = (int(v) for v in config.data.crop_size)
+    key = jax.random.key(0)
+    rows = []
+    for dtype in dtypes:
+        for remat in remats:
+            model = models.fcn(config.model.arch, num_classes, config.model.aux,
+                               runtime.compute_dtype(dtype), remat)
+            variables = jax.eval_shape(lambda m=model: models.init(m, key, (height, width)))
+            steps = config.steps * (config.adv.replays if config.adv.mode == "free" else 1)
+            tx = optim.make_optimizer(config.optim, steps)
+            step = training.make_train_step(model, tx, config)
+            for batch in batches:
+                images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+                labels = jax.ShapeDtypeStruct((batch, height, width), jnp.int32)
+                free = (batch, height, width, 3) if config.adv.mode == "free" else None
+                state = jax.eval_shape(
+                    lambda v, f=free: training.create_state(v, tx, key, f), variables)
+                flops, peak, accessed = _cost(step, (state, images, labels), donate=(0,))
+                seconds = _roofline(flops, accessed, dtype, accelerator)
+                kept = _kept_bytes(model, variables, images, labels)
+                rows.append(Row("train", batch, dtype, remat, flops / 1e9, _gb(peak),
+                                _gb(kept), 1e3 * seconds, batch / seconds))
+                if log:
+                    log(rows[-1])
+                if evaluation and config.eval.attack:
+                    rows.append(_eval_row(config, model, variables, batch, height, width,
+                                          dtype, remat, accelerator))
+                    if log:
+                        log(rows[-1])
+    return rows
+
+
+def _eval_row(config, model, variables, batch, height, width, dtype, remat, accelerator):
+    """One evaluation batch: the configured eval attack, then the prediction and its counts."""
+    eps = config.adv.eps if config.eval.eps is None else config.eval.eps
+    spec = attacks.make(config.eval.attack, eps=eps, steps=config.eval.steps)
+    images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+    labels = jax.ShapeDtypeStruct((batch, height, width), jnp.int32)
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+
+    def evaluate(variables, images, labels, key, eps, step_size):
+        return confusion.batch_counts(model.apply, spec.static, model.num_classes, variables,
+                                      images, labels, key, eps, step_size, None)
+
+    flops, peak, accessed = _cost(evaluate, (variables, images, labels, jax.random.key(0),
+                                             scalar, scalar))
+    seconds = _roofline(flops, accessed, dtype, accelerator)
+    return Row("eval", batch, dtype, remat, flops / 1e9, _gb(peak), None, 1e3 * seconds,
+               batch / seconds)
+
+
+def largest_batch(rows, memory_gb):
+    """{(program, dtype, remat): the largest per-device batch whose peak fits `memory_gb`},
+    from a least-squares line through the measured peaks (peak grows linearly with the batch);
+    0 when not even one image fits."""
+    fits = {}
+    for group in sorted({(r.program, r.dtype, r.remat) for r in rows}):
+        points = [(r.batch, r.peak_gb) for r in rows if (r.program, r.dtype, r.remat) == group]
+        if len(points) == 1:
+            batch, peak = points[0]
+            fits[group] = batch if peak <= memory_gb else 0
+            continue
+        slope, intercept = np.polyfit(*zip(*points), 1)
+        fits[group] = max(0, int((memory_gb - intercept) // slope)) if slope > 0 else None
+    return fits
+
+
+def markdown(rows, fits, accelerator, memory_gb):
+    name = ACCELERATORS[accelerator]["name"]
+    lines = [f"| program | dtype | remat | batch/device | GFLOP/step | peak GB (XLA:CPU) | "
+             f"kept GB | roofline ms ({name}) | images/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kept = "" if r.kept_gb is None else f"{r.kept_gb:.3g}"
+        lines.append(f"| {r.program} | {r.dtype} | {r.remat} | {r.batch} | {r.gflops:.4g} | "
+                     f"{r.peak_gb:.3g} | {kept} | {r.step_ms:.3g} | {r.images_per_s:.4g} |")
+    lines += ["", f"Largest per-device batch within {memory_gb:g} GB (XLA:CPU peak, linear fit):"]
+    for (program, dtype, remat), batch in fits.items():
+        lines.append(f"- {program} {dtype} remat={remat}: {batch}")
+    return "\n".join(lines)
+
+
+def set_cpu_scheduler():
+    """Ask XLA:CPU for its memory-minimising scheduler (before JAX starts its backend)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_SCHEDULER_FLAG.split("=")[0] not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}".strip()

@@ -1,0 +1,74 @@
+"""The planning command: FLOPs that agree with an independent count, what remat saves,
+the largest batch that fits, and one-line errors."""
+
+import pytest
+
+from jaxseg import plan
+from jaxseg.cli import plan as plan_cli
+from jaxseg.config import apply_overrides, load
+from tests.helpers.cli import one_line_error, run_cli
+
+
+def quick_rows(**kwargs):
+    config = apply_overrides(load("configs/quick.py"),
+                             ["adv.mode=pgd", "adv.steps=2", "eval.attack=pgd", "eval.steps=2"])
+    return plan.plan(config, **kwargs)
+
+
+@pytest.mark.slow
+def test_remat_keeps_less_and_flops_grow_with_the_batch():
+    rows = quick_rows(batches=(1, 2), remats=("none", "full"), dtypes=("float32",))
+    train = {(r.remat, r.batch): r for r in rows if r.program == "train"}
+    assert sorted((r.program, r.remat, r.batch) for r in rows) == sorted(
+        (p, m, b) for p in ("train", "eval") for m in ("none", "full") for b in (1, 2))
+    plain, remat = train["none", 2], train["full", 2]
+    assert remat.kept_gb < 0.5 * plain.kept_gb  # a block keeps only its input
+    assert plain.gflops < remat.gflops < 1.5 * plain.gflops  # recomputed forwards
+    # Per-example work doubles; the optimizer update does not depend on the batch.
+    assert 1.8 * train["none", 1].gflops < train["none", 2].gflops < 2 * train["none", 1].gflops
+    for row in rows:
+        assert row.peak_gb > 0 and row.step_ms > 0
+        assert row.images_per_s == pytest.approx(1e3 * row.batch / row.step_ms)
+
+
+def test_largest_batch_from_a_line_through_the_peaks():
+    rows = [plan.Row("train", b, "float32", "none", 1.0, 2.0 + 3.0 * b, None, 1.0, 1.0)
+            for b in (1, 2, 4)]
+    rows.append(plan.Row("eval", 1, "float32", "none", 1.0, 90.0, None, 1.0, 1.0))
+    fits = plan.largest_batch(rows, 80)
+    assert fits[("train", "float32", "none")] == 26  # 2 + 3 * 26 = 80
+    assert fits[("eval", "float32", "none")] == 0
+
+
+@pytest.mark.slow
+def test_flops_agree_with_torch_flop_counter_for_fcn_resnet50_at_224():
+    """One standard train step at batch 1: forward + parameter backward, as torch counts it.
+    XLA does not count the taps of a convolution that fall on its zero padding (torch does):
+    the dilated 3x3 convolutions at output stride 8 make that about 5 % of the total."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tests.helpers import torch_reference as tr
+
+    model = tr.fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    images, labels = torch.rand(1, 3, 224, 224), torch.randint(0, 21, (1, 224, 224))
+    with FlopCounterMode(display=False) as counter:
+        out = model(images)
+        loss = torch.nn.functional.cross_entropy(out["out"], labels) \
+            + 0.5 * torch.nn.functional.cross_entropy(out["aux"], labels)
+        loss.backward()
+    config = apply_overrides(load("configs/coco_fcn50_standard.py"), ["data.crop_size=(224,224)"])
+    row, = plan.plan(config, batches=(1,), remats=("none",), dtypes=("float32",),
+                     evaluation=False)
+    assert row.gflops * 1e9 == pytest.approx(counter.get_total_flops(), rel=0.05)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batches", "one"], "--batches 'one': expected a comma-separated list"),
+    (["--batches", "0"], "per-device batches must be >= 1"),
+    (["--dtypes", "float16"], "--dtypes: 'float16' is not float32 or bfloat16"),
+    (["--remat", "some"], "unknown remat 'some'"),
+    (["--config.model.arch=resnet9"], "unknown arch 'resnet9'"),
+])
+def test_bad_input_is_one_line(capsys, args, message):
+    one_line_error(capsys, run_cli(plan_cli.main, "--config", "configs/quick.py", *args), message)
