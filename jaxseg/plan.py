@@ -171,13 +171,12 @@ def _eval_row(config, model, variables, batch, height, width, dtype, remat, acce
 def largest_batch(rows, memory_gb):
     """{(program, dtype, remat): the largest per-device batch whose peak fits `memory_gb`},
     from a least-squares line through the measured peaks (peak grows linearly with the batch);
-    0 when not even one image fits."""
+    0 when not even one image fits, None with a single batch size measured."""
     fits = {}
     for group in sorted({(r.program, r.dtype, r.remat) for r in rows}):
         points = [(r.batch, r.peak_gb) for r in rows if (r.program, r.dtype, r.remat) == group]
-        if len(points) == 1:
-            batch, peak = points[0]
-            fits[group] = batch if peak <= memory_gb else 0
+        if len(points) == 1:  # a line needs two batch sizes
+            fits[group] = None
             continue
         slope, intercept = np.polyfit(*zip(*points), 1)
         fits[group] = max(0, int((memory_gb - intercept) // slope)) if slope > 0 else None
@@ -194,7 +193,8 @@ def markdown(rows, fits, accelerator, memory_gb):
                      f"{r.peak_gb:.3g} | {kept} | {r.step_ms:.3g} | {r.images_per_s:.4g} |")
     lines += ["", f"Largest per-device batch within {memory_gb:g} GB (XLA:CPU peak, linear fit):"]
     for (program, dtype, remat), batch in fits.items():
-        lines.append(f"- {program} {dtype} remat={remat}: {batch}")
+        lines.append(f"- {program} {dtype} remat={remat}: "
+                     + ("plan two batch sizes or more" if batch is None else str(batch)))
     return "\n".join(lines)
 
 
