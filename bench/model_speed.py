@@ -13,7 +13,6 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bench.common import interleaved_medians, machine
 from jaxseg import models, runtime
