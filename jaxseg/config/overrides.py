@@ -114,7 +114,8 @@ def apply_overrides(config, overrides):
         if leaf not in node:
             raise JaxsegError(f"unknown config key {key!r}")
         try:
-            value = parse_value(text)
+            # A string option takes the text as written ('none' is adv.mode's choice, not None).
+            value = text if isinstance(node[leaf], str) else parse_value(text)
         except JaxsegError as err:
             raise JaxsegError(f"config key {key!r}: {err}") from None
         if isinstance(value, float) and not math.isfinite(value):

@@ -100,3 +100,9 @@ def test_config_choices_are_the_library_choices():
 
     assert defaults.CHOICES["model.dtype"] == runtime.COMPUTE_DTYPES
     assert defaults.CHOICES["model.remat"] == tuple(models.REMAT_POLICIES)
+
+
+def test_string_options_take_the_text_as_written():
+    config = configfile.apply_overrides(base(), ["adv.mode=none", "model.init=123",
+                                                 "data.eval=None"])
+    assert (config.adv.mode, config.model.init, config.data.eval) == ("none", "123", "None")
