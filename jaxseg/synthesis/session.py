@@ -349,7 +349,7 @@ def synthesize(request, log=print):
 
     # Everything is checked before any synthesis, on every process.
     examples = runtime.on_every_process(prepare_mine)
-    shapes = np.zeros((len(sources), 2), np.int64)
+    shapes = np.zeros((len(sources), 2), np.int32)
     for position, example in examples.items():
         shapes[position] = example.pixels.shape[:2]
     shapes = runtime.sum_over_processes(shapes)  # every example's size, known everywhere
