@@ -72,3 +72,28 @@ def test_flops_agree_with_torch_flop_counter_for_fcn_resnet50_at_224():
 ])
 def test_bad_input_is_one_line(capsys, args, message):
     one_line_error(capsys, run_cli(plan_cli.main, "--config", "configs/quick.py", *args), message)
+
+
+@pytest.mark.slow
+def test_long_eval_attacks_are_counted_as_if_unrolled():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxseg import attacks, models, runtime
+    from jaxseg.evaluation import confusion
+
+    config = apply_overrides(load("configs/quick.py"), [
+        "model.num_classes=21", "eval.attack=pgd", "eval.steps=5"])
+    row, = [r for r in plan.plan(config, batches=(1,), remats=("none",), dtypes=("float32",))
+            if r.program == "eval"]
+    model = models.fcn("fcn_resnet14_w8", 21)
+    variables = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (32, 32)))
+    spec = attacks.make("pgd", eps=8 / 255, steps=5)
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    with runtime.loop_policy("on"):
+        direct = jax.jit(lambda v, x, y, k, e, s: confusion.batch_counts(
+            model.apply, spec.static, 21, v, x, y, k, e, s, None)).lower(
+            variables, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+            jax.ShapeDtypeStruct((1, 32, 32), jnp.int32), jax.random.key(0), scalar,
+            scalar).cost_analysis()["flops"]
+    assert row.gflops * 1e9 == pytest.approx(direct, rel=1e-6)
