@@ -34,10 +34,12 @@ def test_remat_keeps_less_and_flops_grow_with_the_batch():
 def test_largest_batch_from_a_line_through_the_peaks():
     rows = [plan.Row("train", b, "float32", "none", 1.0, 2.0 + 3.0 * b, None, 1.0, 1.0)
             for b in (1, 2, 4)]
-    rows.append(plan.Row("eval", 1, "float32", "none", 1.0, 90.0, None, 1.0, 1.0))
+    rows += [plan.Row("eval", b, "float32", "none", 1.0, 85.0 + b, None, 1.0, 1.0) for b in (1, 2)]
+    rows.append(plan.Row("eval", 1, "bfloat16", "none", 1.0, 1.0, None, 1.0, 1.0))
     fits = plan.largest_batch(rows, 80)
     assert fits[("train", "float32", "none")] == 26  # 2 + 3 * 26 = 80
-    assert fits[("eval", "float32", "none")] == 0
+    assert fits[("eval", "float32", "none")] == 0  # not even one image
+    assert fits[("eval", "bfloat16", "none")] is None  # one batch size: no line
 
 
 @pytest.mark.slow
