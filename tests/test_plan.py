@@ -10,8 +10,7 @@ from tests.helpers.cli import one_line_error, run_cli
 
 
 def quick_rows(**kwargs):
-    config = apply_overrides(load("configs/quick.py"),
-                             ["adv.mode=pgd", "adv.steps=2", "eval.attack=pgd", "eval.steps=2"])
+    config = apply_overrides(load("configs/quick.py"), ["adv.mode=pgd", "adv.steps=2"])
     return plan.plan(config, **kwargs)
 
 
@@ -19,8 +18,8 @@ def quick_rows(**kwargs):
 def test_remat_keeps_less_and_flops_grow_with_the_batch():
     rows = quick_rows(batches=(1, 2), remats=("none", "full"), dtypes=("float32",))
     train = {(r.remat, r.batch): r for r in rows if r.program == "train"}
-    assert sorted((r.program, r.remat, r.batch) for r in rows) == sorted(
-        (p, m, b) for p in ("train", "eval") for m in ("none", "full") for b in (1, 2))
+    assert sorted((r.remat, r.batch) for r in rows) == sorted(
+        (m, b) for m in ("none", "full") for b in (1, 2))  # quick.py has no eval attack
     plain, remat = train["none", 2], train["full", 2]
     assert remat.kept_gb < 0.5 * plain.kept_gb  # a block keeps only its input
     assert plain.gflops < remat.gflops < 1.5 * plain.gflops  # recomputed forwards

@@ -36,9 +36,6 @@ VOC_CATEGORIES = (0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20
 MIN_TRAIN_AREA = 1000
 CACHE_VERSION = 1
 
-# pycocotools 2.0.11 passes copy=False to numpy 2's __array__ on every decode; harmless noise.
-warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
-                        category=DeprecationWarning, module="pycocotools")
 
 
 def load_coco_json(path):
@@ -83,10 +80,16 @@ def decode_segmentation(segmentation, height, width):
     """bool [H, W] mask of one annotation: polygons, uncompressed RLE (crowd) or compressed RLE."""
     if not segmentation:
         return np.zeros((height, width), bool)
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
-        mask = coco_mask.decode(segmentation)  # already compressed RLE
-    else:
-        mask = coco_mask.decode(coco_mask.frPyObjects(segmentation, height, width))
+    with warnings.catch_warnings():
+        # pycocotools 2.0.11 (the latest) passes copy=False to numpy 2's __array__ on every
+        # decode: its deprecation, harmless here, to be fixed upstream.
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a "
+                                "copy", category=DeprecationWarning)
+        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"),
+                                                         (str, bytes)):
+            mask = coco_mask.decode(segmentation)  # already compressed RLE
+        else:
+            mask = coco_mask.decode(coco_mask.frPyObjects(segmentation, height, width))
     if mask.ndim == 3:  # one layer per polygon of the annotation
         mask = mask.any(axis=2)
     return mask.astype(bool)
