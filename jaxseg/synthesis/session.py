@@ -27,7 +27,7 @@ from jaxseg import data, io, labels, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.errors import JaxsegError
 from jaxseg.synthesis import edits as masks
-from jaxseg.synthesis import objectives, quality
+from jaxseg.synthesis import alignment, objectives, quality
 from jaxseg.synthesis import descent as synthesis
 from jaxseg.viz import image_grid, save_gif
 
@@ -256,6 +256,10 @@ def _progress(total, quiet):
                 disable=quiet or jax.process_index() != 0)
 
 
+def _finite(value):
+    return float(value) if np.isfinite(value) else None
+
+
 def pick_row(key, value, row):
     """Example `row` of one output (frames are [F + 1, N, ...]; the rest [N, ...])."""
     if value is None:
@@ -388,9 +392,16 @@ def synthesize(request, log=print):
                                   per_model[0]["pred_start"][None], target[None])[0]
         record = {"id": example_id, "hole_pixels": int(hole.sum()),
                   "start": {k: baseline[k] for k in PIXEL_METRICS}, "models": {}}
-        for name, out in zip(names, per_model):
+        if kind == "inpaint":  # the floor of the alignment measure: a random direction
+            record["start"]["alignment"] = _finite(alignment.random_alignment(
+                image[None], hole[None], jax.random.fold_in(key, len(records)))[0])
+        for name, out, (model, variables) in zip(names, per_model, loaded):
             row = quality.report(out["x"][None], image[None], hole[None], out["pred"][None],
                                  target[None])[0]
+            if kind == "inpaint":  # cos(first descent direction, original - start) in the hole
+                row["alignment"] = _finite(alignment.inpainting_alignment(
+                    model.apply, variables, image[None], target[None], hole[None],
+                    opts["lam"], opts["penalty"], opts["bn"])[0])
             before = quality.hole_accuracy(out["pred_start"], target, hole)[0]
             row["hole_accuracy_start"] = float(before) if np.isfinite(before) else None
             row.update(ce_start=float(out["ce_start"]), ce=float(out["ce"]))
@@ -436,6 +447,8 @@ def synthesize(request, log=print):
         s = summary[name]
         line = (f"{name}: PSNR {s['psnr']:.2f} dB (low-pass {s['psnr_lowpass']:.2f})  SSIM "
                 f"{s['ssim']:.3f}  high-freq {s['high_frequency']:.3f}")
+        if s.get("alignment") is not None:  # for start: a random direction's (the floor)
+            line += f"  alignment {s['alignment']:.3f}"
         if name != "start":
             line += (f"  hole acc {s['hole_accuracy_start']:.3f} -> {s['hole_accuracy']:.3f}"
                      f"  CE {s['ce_start']:.3f} -> {s['ce']:.3f}")
