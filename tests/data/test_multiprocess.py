@@ -4,7 +4,6 @@ jax.make_array_from_process_local_data."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 
 from jaxseg.data import Shard, SyntheticScenes, train_loader
 from tests.helpers import paths
+from tests.helpers.multiprocess import free_port
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -40,12 +40,6 @@ WORKER = textwrap.dedent("""
                                   "count": jax.process_count(), "steps": steps}), flush=True)
     jax.distributed.shutdown()
 """)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -114,32 +114,21 @@ def test_one_device_and_eight_devices_train_alike(tmp_path):
     assert_same_params(tmp_path / "p1.npz", tmp_path / "p8.npz", atol=1e-5)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("launch", ["flags", "slurm"])
-def test_two_processes_train_alike(tmp_path, launch):
-    """Each process holds one CPU device and half of every global batch. 'flags': explicit
-    --coordinator / --num-processes / --process-id; 'slurm': a simulated `srun -n 2` (SLURM's
-    variables, one node), which the processes must join by themselves (--distributed auto)."""
-    if launch == "flags":
-        coordinator = f"127.0.0.1:{free_port()}"
-        runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", coordinator, i, 2)
-                for i in range(2)]
-    else:
-        job = slurm_job_id_with_a_free_port()
-        runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", environ=dict(
-            SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
-            SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
+def test_two_processes_train_alike(tmp_path):
+    """Each process holds one CPU device and half of every global batch. A simulated `srun -n 2`
+    (SLURM's variables, one node), which the processes must join by themselves (--distributed
+    auto). (Explicit --coordinator / --num-processes / --process-id: the evaluate.py and
+    synthesize.py multi-process tests.)"""
+    job = slurm_job_id_with_a_free_port()
+    runs = [run_worker(tmp_path / "w", tmp_path / f"proc{i}.npz", "none", environ=dict(
+        SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+        SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
     single = run_worker(tmp_path / "single", tmp_path / "single.npz", "none", devices=2)
     outputs = [finished(run) for run in (*runs, single)]
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "proc1.npz", atol=0)
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "single.npz", atol=1e-5)
-    started = "distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2)"
+    started = "distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2) [SLURM]"
     assert started in outputs[0] and started not in outputs[1]  # one line, from process 0
     metrics = (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["step"] for m in metrics if '"train"' in m] == [1, 2]  # one job
