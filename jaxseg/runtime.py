@@ -169,8 +169,20 @@ def shard_batch(mesh, tree):
                               "devices of the mesh" + (" in this process" if
                                                        jax.process_count() > 1 else ""))
     sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
                         tree)
+
+
+def all_rows(mesh, tree):
+    """Every process's rows of host arrays (`tree`: this process's), in process order, as numpy
+    on every process; in a one-process job the arrays themselves (in the dtypes a device would
+    give them, e.g. int32 for int64 without x64), without a device round trip."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.asarray(
+            x, jax.dtypes.canonicalize_dtype(np.asarray(x).dtype)), tree)
+    return jax.tree.map(to_host, shard_batch(mesh, tree))
 
 
 def to_host(array):

@@ -117,7 +117,7 @@ def evaluate_split(model, variables, batches, spec=None, key=None, mesh=None, pr
             model.apply, static, classes, variables, images, labels,
             jax.random.fold_in(key, number), eps, step_size, weights)
         total += np.asarray(confusion, np.int64)
-        valid, index = map(runtime.to_host, data.to_global((valid, index), sharding))
+        valid, index = runtime.all_rows(mesh, (valid, index))
         for name, value in (("tp", tp), ("fp", fp), ("fn", fn)):
             kept[name].append(runtime.to_host(value)[valid].astype(np.int64))
         kept["index"].append(index[valid])

@@ -375,7 +375,7 @@ def synthesize(request, log=print):
         rows, placed = group_rows(members, examples, share, shape,
                                   runtime.local_device_count(mesh))
         per_model = synthesize_group(kind, group_opts, loaded, *rows, key, mesh, bar.update)
-        every = [runtime.to_host(runtime.shard_batch(mesh, r)) for r in rows]  # for process 0
+        every = runtime.all_rows(mesh, rows)  # the inputs of every process, for process 0
         for m in members:
             row = placed[m]
             results[m] = [{k: pick_row(k, v, row) for k, v in out.items()} for out in per_model]
