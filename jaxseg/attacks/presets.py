@@ -147,6 +147,10 @@ class Attack:
         configs = [c for _, c in self.stages] or [self.config]
         return sum(c.steps * c.restarts for c in configs)
 
+    @property
+    def norm(self):
+        return self.config.norm
+
 
 @dataclasses.dataclass(frozen=True)
 class Ensemble:
@@ -160,6 +164,10 @@ class Ensemble:
     @property
     def steps(self):
         return sum(member.steps for _, member in self.members)
+
+    @property
+    def norm(self):
+        return self.members[0][1].norm
 
 
 # name -> (norm, loss, start, default eps). Linf budgets are the paper's; L2 is torchattacks'.

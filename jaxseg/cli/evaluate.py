@@ -41,6 +41,9 @@ def parse_args(argv):
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--steps", type=int, default=None,
                         help="per attack (default 10; apgd 100; sea 300 per loss)")
+    parser.add_argument("--norm", default=None, choices=("linf", "l2"),
+                        help="ball of every attack (default: the preset's; L2 eps is per image, "
+                        "e.g. --attack sea --norm l2 --eps 0.5)")
     parser.add_argument("--loss", default=None, choices=losses.ATTACK_LOSSES,
                         help="attack loss for apgd / apgd_red / pgd-like presets")
     parser.add_argument("--class-counts", default=None, metavar="FILE",
@@ -76,7 +79,7 @@ def main(argv=None):
         attacks=args.attack, eps=parse_number(args.eps, "eps"), steps=args.steps,
         loss=args.loss, class_counts=args.class_counts, worst=args.worst_case, quiet=args.quiet,
         step_size=None if args.step_size is None else parse_number(args.step_size, "step-size"),
-        restarts=args.restarts, seed=args.seed, dtype=args.dtype, remat=args.remat,
+        restarts=args.restarts, seed=args.seed, dtype=args.dtype, remat=args.remat, norm=args.norm,
         curve_attack=args.curve_attack,
         eps_curve=[parse_number(v, "eps-curve") for v in args.eps_curve.split(",")]
         if args.eps_curve else None,

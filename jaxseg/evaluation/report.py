@@ -44,12 +44,14 @@ def _class_weights(class_counts, data, data_kwargs, num_classes, log):
     return losses.balanced_class_weights(counts)
 
 
-def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_weights=None):
+def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_weights=None,
+                 norm=None):
     """{row name: spec} for the attack names asked for (`loss` applies to apgd / apgd_red /
-    pgd-like presets and names the row, e.g. 'apgd_red-js')."""
+    pgd-like presets and names the row, e.g. 'apgd_red-js'; `norm` 'l2' switches the Linf
+    presets to the L2 ball and suffixes their rows, e.g. 'sea-l2')."""
     specs = {}
     for name in names:
-        kwargs = dict(eps=eps, step_size=step_size, class_weights=class_weights)
+        kwargs = dict(eps=eps, step_size=step_size, class_weights=class_weights, norm=norm)
         if name != "fgsm":
             kwargs["steps"] = steps
         if name not in ("sea", "apgd_red", "fgsm"):
@@ -57,6 +59,8 @@ def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_wei
         if loss and name != "sea":
             kwargs["loss"] = loss
         row = f"{name}-{loss}" if loss and name != "sea" else name
+        if norm and norm != attack_presets.PRESETS[name][0]:
+            row = f"{row}-{norm}"
         specs[row] = attack_presets.make(name, **kwargs)
     return specs
 
@@ -69,8 +73,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                          data_kwargs=None, num_images=None, batch_size=8, short_side=None,
                          pad_to=None, attacks=(), eps=8 / 255, steps=10, step_size=None,
                          restarts=1, loss=None, class_counts=None, worst=False, eps_curve=None,
-                         curve_attack="pgd", seed=0, dtype="auto", remat="none", quiet=False,
-                         log=print):
+                         curve_attack="pgd", seed=0, dtype="auto", remat="none", norm=None,
+                         quiet=False, log=print):
     """Clean and robust accuracy / mIoU of each checkpoint (Table 1), per image and over the
     split, and with `eps_curve` (a list of eps values) a robustness curve per model. Every
     input is checked before any work.
@@ -80,6 +84,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     run's, and any stored earlier in OUTPUT/per_image). class_counts: a JSON file of training
     pixels per class for mce_bal / sea (default: counted from `data`'s train split, cached).
     dtype / remat: how the models compute (`models.load`; 'auto': bf16 on GPU/TPU, fp32 on CPU).
+    norm: 'linf' or 'l2' for every attack (None: each preset's own; L2 eps is per image).
 
     Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
     per_image/<model>/<attack>.npz (per-image TP / FP / FN per class), and with `eps_curve`:
@@ -91,7 +96,9 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     names = list(names) if names else [os.path.basename(os.path.normpath(c)) for c in checkpoints]
     if len(names) != len(checkpoints):
         raise JaxsegError(f"{len(names)} --name values for {len(checkpoints)} checkpoints")
-    attack_presets.check_hyper(eps, 1.0)  # also when only the clean row is asked for
+    if norm not in (None, "linf", "l2"):
+        raise JaxsegError(f"unknown norm {norm!r}; choose linf or l2")
+    attack_presets.check_hyper(eps, 1.0, norm or "linf")  # also when only the clean row is asked
     if loss and not [name for name in attacks if name != "sea"]:
         raise JaxsegError("sea runs its own losses (js, mce, mce_bal); --loss applies to the "
                           "other attacks (apgd, apgd_red, pgd, ...)")
@@ -118,7 +125,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
         if jax.process_count() > 1:
             weights = np.asarray(multihost_utils.broadcast_one_to_all(weights))
     specs = {"clean": None, **make_attacks(attacks, eps=eps, steps=steps, step_size=step_size,
-                                           restarts=restarts, loss=loss, class_weights=weights)}
+                                           restarts=restarts, loss=loss, class_weights=weights,
+                                           norm=norm)}
     if eps_curve:
         attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
     runtime.on_every_process(lambda: prepare_dir(output, "output") if main else None)
@@ -142,7 +150,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                 if main:
                     counts.save(os.path.join(folder, _safe(member_row) + ".npz"), attack=member_row,
                                 eps=0.0 if spec is None else float(eps),
-                                steps=0 if spec is None else spec.steps)
+                                steps=0 if spec is None else spec.steps,
+                                norm="" if spec is None else spec.norm)
                 if spec is not None:
                     attacked[member_row] = counts
             if isinstance(spec, attack_presets.presets.Ensemble):
@@ -153,7 +162,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                 f"mIoU {100 * summary['miou']:.1f} (image acc {100 * summary['image_acc']:.1f})")
         if worst and attacked:
             if main:  # the output folder is process 0's
-                attacked.update(_stored(folder, eps, attacked))
+                attacked.update(_stored(folder, eps, attacked, norm))
             results[name][WORST] = _table_summary(worst_case(attacked, dataset.info.class_names))
             results[name][WORST]["attacks"] = sorted(attacked)
             s = results[name][WORST]
@@ -168,13 +177,14 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
 
     if not main:
         return results
-    header = (f"data {data} ({split}, {len(dataset)} images); attacks: eps {255 * eps:.4g}/255, "
+    budget = f"L2 eps {eps:.4g} per image" if norm == "l2" else f"eps {255 * eps:.4g}/255"
+    header = (f"data {data} ({split}, {len(dataset)} images); attacks: {budget}, "
               f"{steps if steps is not None else 'default'} steps, {restarts} restart(s)"
               + (f", loss {loss}" if loss else "") + "\n\n")
     write_text(os.path.join(output, "results.md"), header + markdown_table(results) + "\n")
     write_json(os.path.join(output, "results.json"),
                {"data": data, "split": split, "images": len(dataset), "eps": eps,
-                "steps": steps, "restarts": restarts, "loss": loss,
+                "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
                 "checkpoints": dict(zip(names, checkpoints)), "results": results})
     if curves:
         write_json(os.path.join(output, "curve.json"), {
@@ -191,8 +201,9 @@ def _table_summary(summary):
             if k not in ("attack_for_accuracy", "attack_for_miou", "index")}
 
 
-def _stored(folder, eps, have):
-    """Per-image results stored earlier for the same eps, not already in `have`."""
+def _stored(folder, eps, have, norm=None):
+    """Per-image results stored earlier for the same eps and norm, not already in `have`
+    (files written before the norm was stored are Linf)."""
     found = {}
     if not os.path.isdir(folder):
         return found
@@ -202,6 +213,8 @@ def _stored(folder, eps, have):
         counts, meta = PerImage.load(os.path.join(folder, filename))
         name = str(meta.get("attack", filename[:-4]))
         if name in have or name == "clean" or abs(float(meta.get("eps", -1)) - eps) > 1e-9:
+            continue
+        if (norm or "linf") != (str(meta.get("norm", "")) or "linf"):
             continue
         found[name] = counts
     return found

@@ -57,16 +57,21 @@ def distances(x, x_ref):
 # Invariants of the presets
 
 
-@pytest.mark.parametrize("name", [n if n in ("pgd", "fgsm") else
-                                  pytest.param(n, marks=pytest.mark.slow)
-                                  for n in attacks.PRESETS])  # the inner loop keeps two
-def test_preset_stays_in_box_and_ball_and_raises_the_loss(tiny, name):
+@pytest.mark.parametrize("name,norm", [(n, None) if n in ("pgd", "fgsm") else
+                                       pytest.param(n, None, marks=pytest.mark.slow)
+                                       for n in attacks.PRESETS]  # the inner loop keeps two
+                         # the L2 ball for the Linf presets that evaluate L2-trained models
+                         + [pytest.param(n, "l2", marks=pytest.mark.slow)
+                            for n in ("apgd", "apgd_red", "sea")])
+def test_preset_stays_in_box_and_ball_and_raises_the_loss(tiny, name, norm):
     model, variables, images, labels = tiny
     weights = losses.balanced_class_weights(np.ones(model.num_classes))
     extra = {"class_weights": weights} if name == "sea" else {}
     if name in ("apgd", "apgd_red", "sea"):
         extra["steps"] = 10  # (their defaults, 100 and 300, are for real evaluations)
-    spec = attacks.make(name, eps=1.0 if name == "pgd_l2" else 8 / 255, **extra)
+    l2 = name == "pgd_l2" or norm == "l2"
+    spec = attacks.make(name, eps=1.0 if l2 else 8 / 255, norm=norm, **extra)
+    assert spec.norm == ("l2" if l2 else "linf")
     result = attacks.attack(spec, model.apply, variables, images, labels, jax.random.key(5))
     if isinstance(spec, attacks.Ensemble):
         spec = spec.members[0][1]

@@ -158,3 +158,30 @@ def test_apgd_sea_and_the_worst_case_over_runs(ported, tmp_path):
     assert later["worst case"]["attacks"] == ["apgd-js", "pgd", "sea/apgd_red-js",
                                               "sea/apgd_red-mce", "sea/apgd_red-mce_bal"]
     assert later["worst case"]["pixel_acc"] <= rows["worst case"]["pixel_acc"] + 1e-9
+
+
+@pytest.mark.slow
+def test_l2_sea_rows_and_a_worst_case_kept_apart_from_linf(ported, tmp_path):
+    """--norm l2 evaluates in the per-image L2 ball (rows suffixed -l2); a worst case never
+    mixes in Linf results stored at the same eps number."""
+    out = tmp_path / "eval"
+    (tmp_path / "counts.json").write_text(json.dumps([50, 10, 10, 10, 10, 10, 10]))
+    common = ["--checkpoint", ported, "--name", "M", *SYNTHETIC, "--eps", "0.5", "--steps", "3",
+              "--class-counts", tmp_path / "counts.json", "--worst-case", "--quiet",
+              "--output", out]
+    assert run(*common, "--attack", "pgd").returncode == 0  # Linf 0.5: stored per image
+    result = run(*common, "--attack", "sea", "--norm", "l2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "results.json").read_text())
+    rows = report["results"]["M"]
+    members = ["sea-l2/apgd_red-js", "sea-l2/apgd_red-mce", "sea-l2/apgd_red-mce_bal"]
+    assert list(rows) == ["clean", *members, "sea-l2", "worst case"]
+    assert rows["worst case"]["attacks"] == members
+    assert report["norm"] == "l2" and "L2 eps 0.5 per image" in (out / "results.md").read_text()
+    for name in members:
+        assert rows["sea-l2"]["pixel_acc"] <= rows[name]["pixel_acc"] + 1e-9
+    assert rows["sea-l2"]["pixel_acc"] <= rows["clean"]["pixel_acc"]
+    # L2 budgets above 1 are fine; in Linf they are the 8-for-8/255 slip
+    result = run("--checkpoint", ported, *SYNTHETIC, "--eps", "2", "--norm", "l2",
+                 "--output", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
