@@ -67,12 +67,13 @@ def run(command, timings, label, done=None):
     print(f"  ({timings[label]:.0f} s)", flush=True)
 
 
-def car_images(count=8):
-    """`count` val images, spread over the sequence, whose car pixels are within CAR_PIXELS."""
+def car_images(count=8, data=DATA[1]):
+    """`count` val images of `data`, spread over the sequence, whose car pixels are within
+    CAR_PIXELS."""
     import numpy as np
 
     from jaxseg.data import get_dataset
-    dataset = get_dataset(DATA[1], split="val")
+    dataset = get_dataset(data, split="val")
     found = [i for i in range(len(dataset))
              if CAR_PIXELS[0] <= np.sum(np.asarray(dataset[i]["label"]) == CAR) <= CAR_PIXELS[1]]
     stride = max(1, len(found) // count)

@@ -1,0 +1,295 @@
+"""The perceptual-alignment sweep (docs/RESULTS.md, "Alignment against robustness"): the CamVid
+FCN of experiments/camvid.py trained standard and adversarially at three Linf and three L2
+budgets, each model's clean and SEA-robust accuracy, and how well its gradients inpaint.
+
+    python experiments/alignment_sweep.py                   # everything, in order
+    python experiments/alignment_sweep.py --stage train --stage evaluate --jobs 7   # a GPU
+    python experiments/alignment_sweep.py --stage synthesize --stage publish        # then here
+    python experiments/alignment_sweep.py --steps 500       # every model's schedule shortened alike
+
+Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand;
+with --jobs N, independent steps of a stage run N at a time (each one's output in
+RUNS/logs/). Training resumes from its workdir; an evaluation or synthesis whose result file
+exists is skipped (delete its directory to redo it). Wall times, with the machine and its load,
+go to RUNS/timings.json; `publish` writes docs/results/alignment_sweep/.
+
+L2 budgets: per image at the 160x160 training crops. They are chosen to span the Linf range by
+RobustBench's pairing of Linf 8/255 with L2 0.5 on 32x32 CIFAR images, scaled by the square
+root of the pixel count (L2 ~ 0.29 sqrt(d) eps_inf, d = 160 * 160 * 3): L2 0.5, 1.0, 2.0 pair
+with Linf ~1.6/255, 3.2/255, 6.3/255.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import camvid  # noqa: E402  (the CamVid study: data, car holes, synthesis settings)
+
+ROOT = camvid.ROOT
+PUBLISH = os.path.join("docs", "results", "alignment_sweep")
+AT = ["--config", "configs/camvid_at.py"]
+# name -> (training flags, evaluation ball (norm, eps) at the training budget, or None)
+MODELS = {
+    "standard": (["--config", "configs/camvid_standard.py"], None),
+    "Linf-2": (AT + ["--config.adv.eps=2/255"], ("linf", "2/255")),
+    "Linf-4": (AT, ("linf", "4/255")),
+    "Linf-8": (AT + ["--config.adv.eps=8/255"], ("linf", "8/255")),
+    **{f"L2-{eps}": (AT + ["--config.adv.attack=pgd_l2", f"--config.adv.eps={eps}",
+                           "--config.eval.attack=pgd_l2"], ("l2", eps))
+       for eps in ("0.5", "1.0", "2.0")},
+}
+COMMON = ("linf", "4/255")  # the one budget every model is also evaluated at
+STAGES = ("train", "evaluate", "synthesize", "publish")
+
+
+def machine():
+    """CPU model, accelerator and load, for the timings (nvidia-smi where there is one)."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        gpu = ""
+    return f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else "")
+
+
+def run_all(commands, jobs, runs, timings):
+    """Run [(label, argv, done-file or None)], `jobs` at a time, each one's output in
+    RUNS/logs/LABEL.log; stop at the first failure after the running ones finish."""
+    pending = []
+    for label, argv, done in commands:
+        print("\n$ " + " ".join(shlex.quote(c) for c in argv), flush=True)
+        if done and os.path.exists(done):
+            print(f"  (skipped: {done} exists)", flush=True)
+        else:
+            pending.append((label, argv))
+    os.makedirs(os.path.join(runs, "logs"), exist_ok=True)
+    env = dict(os.environ)
+    if jobs > 1:  # several processes share one accelerator's memory (ignored on CPU)
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.75, 0.9 / jobs):.2f}")
+    running, failed = {}, []
+    while pending or running:
+        while pending and len(running) < jobs and not failed:
+            label, argv = pending.pop(0)
+            log = open(os.path.join(runs, "logs", f"{label}.log"), "w")
+            process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            running[process] = (label, log, time.time(), os.getloadavg()[0])
+        if failed and not running:
+            break
+        for process in [p for p in running if p.poll() is not None]:
+            label, log, start, load = running.pop(process)
+            log.close()
+            seconds = round(time.time() - start, 1)
+            if process.returncode:
+                failed.append(label)
+                print(f"  FAILED: {label} (exit {process.returncode}; "
+                      f"{os.path.join(runs, 'logs', label + '.log')})", flush=True)
+                continue
+            timings[label] = {"seconds": seconds, "load": [round(load, 2),
+                                                           round(os.getloadavg()[0], 2)],
+                              "jobs": jobs, "machine": machine()}
+            print(f"  done: {label} ({seconds:.0f} s)", flush=True)
+        time.sleep(0.5)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+def train_commands(runs, data, steps):
+    extra = [f"--config.data.train={data}"] + ([f"--config.steps={steps}"] if steps else [])
+    return [(f"train_{name}", ["train.py", *flags, "--workdir", workdir(runs, name), *extra], None)
+            for name, (flags, _) in MODELS.items()]
+
+
+def workdir(runs, name):
+    return os.path.join(runs, f"sweep_{name}")
+
+
+def evaluate_commands(runs, data, sea_steps, images=None):
+    """SEA per model at its training budget and at the common one; one process each, so that
+    --jobs runs them side by side."""
+    common = ["--data", data, "--split", "val", "--attack", "sea", "--steps", str(sea_steps),
+              "--quiet"] + (["--num-images", str(images)] if images else [])
+    commands = []
+    for name, (_, budget) in MODELS.items():
+        for label, ball in (("sea_common", COMMON), ("sea_own", budget)):
+            if ball is None or (label == "sea_own" and ball == COMMON):
+                continue
+            out = os.path.join(runs, "results", f"{label}_{name}")
+            commands.append((f"{label}_{name}", [
+                "evaluate.py", "--checkpoint", workdir(runs, name), "--name", name, *common,
+                "--norm", ball[0], "--eps", ball[1], "--output", out],
+                os.path.join(out, "results.json")))
+    return commands
+
+
+def synthesis_commands(runs, data):
+    results = os.path.join(runs, "results")
+    every = [a for name in MODELS for a in ("--checkpoint", workdir(runs, name), "--name", name)]
+    index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
+    source = ["--data", data, "--split", "val"]
+    cars = camvid.car_images(data=data)
+    inpaint = os.path.join(results, "inpaint_cars")
+    generate = os.path.join(results, "generate")
+    return [
+        ("inpaint_cars", ["synthesize.py", "inpaint", *every, *source, *index(cars), "--mask",
+                          f"class:{camvid.CAR}", *camvid.INPAINT, "--output", inpaint],
+         os.path.join(inpaint, "metrics.json")),
+        ("generate", ["synthesize.py", "generate", *every, *source, *index(camvid.SPREAD),
+                      *camvid.GENERATE, "--output", generate],
+         os.path.join(generate, "metrics.json")),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
+    parser.add_argument("--data", default=camvid.DATA[1], help="the CamVid copy (camvid:PATH)")
+    parser.add_argument("--stage", action="append", choices=STAGES,
+                        help="run only these stages (repeatable; default: all, in order)")
+    parser.add_argument("--jobs", type=int, default=1, help="independent steps run at once")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps of every model (default: the configs' 2000)")
+    parser.add_argument("--sea-steps", type=int, default=100, help="SEA iterations per loss")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="evaluate the first N val images only (a quick look)")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    stages = args.stage or STAGES
+    path = os.path.join(args.runs, "timings.json")
+    timings = json.load(open(path)) if os.path.exists(path) else {}
+
+    def stage(commands):
+        try:
+            run_all(commands, args.jobs, args.runs, timings)
+        finally:
+            os.makedirs(args.runs, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(timings, f, indent=2)
+
+    if "train" in stages:
+        stage(train_commands(args.runs, args.data, args.steps))
+    if "evaluate" in stages:
+        stage(evaluate_commands(args.runs, args.data, args.sea_steps, args.eval_images))
+    if "synthesize" in stages:
+        stage(synthesis_commands(args.runs, args.data))
+    if "publish" in stages:
+        publish(args.runs, timings)
+
+
+def budget_text(budget):
+    if budget is None:
+        return "-"
+    norm, eps = budget
+    return f"Linf {eps}" if norm == "linf" else f"L2 {eps}"
+
+
+def collect(results):
+    """{model: row} from the raw results: clean and SEA (own budget, common budget) accuracy
+    and mIoU, and the inpainting metrics (alignment first)."""
+    load = lambda *parts: json.load(open(os.path.join(results, *parts)))  # noqa: E731
+    inpaint = load("inpaint_cars", "metrics.json")["summary"]
+    rows = {}
+    for name, (_, budget) in MODELS.items():
+        common = {name: load(f"sea_common_{name}", "results.json")["results"][name]}
+        if budget is None:
+            own = None
+        elif budget == COMMON:
+            own = common[name]["sea"]
+        else:
+            own_rows = load(f"sea_own_{name}", "results.json")["results"][name]
+            own = own_rows["sea" if budget[0] == "linf" else "sea-l2"]
+        score = lambda s: None if s is None else {"pixel_acc": s["pixel_acc"],  # noqa: E731
+                                                  "miou": s["miou"]}
+        fill = inpaint[name]
+        rows[name] = {
+            "budget": budget_text(budget), "clean": score(common[name]["clean"]),
+            "sea_own": score(own), "sea_common": score(common[name]["sea"]),
+            **{k: fill[k] for k in ("alignment", "psnr", "psnr_lowpass", "ssim", "hole_accuracy")},
+            "high_frequency_ratio": fill["high_frequency"] / fill["high_frequency_original"],
+        }
+    return rows, inpaint["start"]["alignment"]
+
+
+def summary(rows, floor):
+    """The markdown table of the sweep."""
+    pct = lambda s: "-" if s is None else f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"  # noqa: E731
+    lines = [f"| model | training budget | clean | SEA at the training budget | SEA at "
+             f"{budget_text(COMMON)} | alignment | PSNR | low-pass PSNR | SSIM | HF ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['budget']} | {pct(r['clean'])} | {pct(r['sea_own'])} | "
+                     f"{pct(r['sea_common'])} | {r['alignment']:.3f} | {r['psnr']:.2f} | "
+                     f"{r['psnr_lowpass']:.2f} | {r['ssim']:.3f} | "
+                     f"{r['high_frequency_ratio']:.3f} |")
+    lines += ["", f"Pixel accuracy / mIoU (%), CamVid val. Alignment: cosine between the first "
+              f"descent direction and (original - start) in 8 car holes, mean over the holes; a "
+              f"random direction scores {floor:.3f}. Fill metrics after the 60-step descent. HF "
+              f"ratio: the fill's high-frequency energy over the original's."]
+    return "\n".join(lines) + "\n"
+
+
+def scatter(rows, floor, path):
+    """Robust mIoU at the common budget against alignment, one labelled point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5.5, 4), dpi=120)
+    for name, r in rows.items():
+        family = name.split("-")[0]
+        marker = {"standard": "s", "Linf": "o", "L2": "^"}[family]
+        x, y = r["alignment"], 100 * r["sea_common"]["miou"]
+        axis.scatter([x], [y], marker=marker, color={"standard": "k", "Linf": "C0",
+                                                     "L2": "C3"}[family])
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.axvline(floor, color="grey", linestyle=":", label="random direction")
+    axis.set_xlabel("alignment (cosine, car holes)")
+    axis.set_ylabel(f"SEA mIoU at {budget_text(COMMON)} (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def publish(runs, timings):
+    """Copy the small outputs into docs/results/alignment_sweep and write the table and plot."""
+    import shutil
+
+    from PIL import Image
+
+    results = os.path.join(runs, "results")
+    os.makedirs(PUBLISH, exist_ok=True)
+    rows, floor = collect(results)
+    with open(os.path.join(PUBLISH, "sweep.json"), "w") as f:
+        json.dump({"models": rows, "random_alignment": floor,
+                   "common_budget": budget_text(COMMON)}, f, indent=2)
+    text = summary(rows, floor)
+    with open(os.path.join(PUBLISH, "summary.md"), "w") as f:
+        f.write(text)
+    scatter(rows, floor, os.path.join(PUBLISH, "alignment_vs_robustness.png"))
+    for name in ("inpaint_cars", "generate"):
+        shutil.copy(os.path.join(results, name, "metrics.json"),
+                    os.path.join(PUBLISH, f"{name}_metrics.json"))
+        grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
+        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=90)
+    with open(os.path.join(PUBLISH, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=2)
+    print("\n" + text)
+    print(f"published to {PUBLISH}/")
+
+
+if __name__ == "__main__":
+    main()
