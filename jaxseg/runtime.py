@@ -22,10 +22,13 @@ Compute dtype: 'auto' computes in bfloat16 on GPU/TPU (their matrix units run bf
 times the fp32 rate) and in float32 on CPU (XLA:CPU has no fast bf16 convolutions); parameters,
 logits and losses stay float32 either way. `model.dtype` / `--dtype float32|bfloat16` override.
 
-Convolutions: 1x1 convolutions run as matmuls over channels on every backend (XLA:CPU's
-convolution path is slower for them, forward and backward; on GPU/TPU a 1x1 convolution is a
-matmul anyway). `conv_policy(pointwise_matmul=False)` restores lax convolutions, for
-benchmarks; parameters and results are the same either way.
+Convolutions: on CPU, 1x1 convolutions run as matmuls over channels (XLA:CPU's convolution
+path is slower for them, forward and backward); on GPU/TPU they stay lax convolutions (cuDNN /
+the TPU's convolution units run them as matmuls anyway, and XLA:GPU in jaxlib 0.11.2 aborted
+compiling the FCN-ResNet50 train step at 480x480 in a Triton GEMM fusion, "Check failed:
+subdim_size_accumulator == dim_size (3600 vs. 120)": a 60x60 output flattened against the
+120-pixel input of a stride-2 matmul 1x1 convolution). `conv_policy(pointwise_matmul=...)`
+overrides it, for benchmarks; parameters and results are the same either way.
 """
 
 import contextlib
@@ -54,8 +57,11 @@ _pointwise_override = []  # stack of conv_policy() choices
 
 
 def pointwise_matmul():
-    """Whether models built now write 1x1 convolutions as matmuls (read at trace time)."""
-    return _pointwise_override[-1] if _pointwise_override else True
+    """Whether models built now write 1x1 convolutions as matmuls (read at trace time): on CPU
+    unless `conv_policy` says otherwise."""
+    if _pointwise_override:
+        return _pointwise_override[-1]
+    return jax.default_backend() == "cpu"
 
 
 @contextlib.contextmanager

@@ -140,3 +140,28 @@ def test_compute_dtype_follows_the_backend(monkeypatch):
         runtime.compute_dtype("fp16")
     with pytest.raises(JaxsegError, match="unknown remat 'some'"):
         models.fcn("fcn_resnet14_w8", remat="some")
+
+
+def test_pointwise_convolutions_as_matmuls_on_cpu_only_and_equal_either_way(monkeypatch):
+    """The backend policy (jaxseg.runtime): 1x1 convolutions as matmuls on CPU, lax convolutions
+    on GPU/TPU; the same variables and outputs either way (stride-2 downsampling included)."""
+    from jaxseg import runtime
+
+    x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
+    assert runtime.pointwise_matmul()
+    matmul = models.fcn("fcn_resnet14_w8", num_classes=5)
+    variables = models.init(matmul, jax.random.key(0))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not runtime.pointwise_matmul()
+    lax_model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    assert jax.tree.structure(models.init(lax_model, jax.random.key(0))) == \
+        jax.tree.structure(variables)
+    convolutions = lambda model: str(jax.make_jaxpr(model.apply)(variables, x)).count(  # noqa: E731
+        "conv_general_dilated")
+    lax_out = lax_model.apply(variables, x)["out"]
+    lax_convolutions = convolutions(lax_model)
+    with runtime.conv_policy(True):
+        assert runtime.pointwise_matmul()
+        matmul_out = matmul.apply(variables, x)["out"]
+        assert convolutions(matmul) < lax_convolutions  # the 1x1 ones became matmuls
+    np.testing.assert_allclose(lax_out, matmul_out, rtol=1e-5, atol=1e-5)
