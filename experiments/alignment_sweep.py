@@ -284,7 +284,7 @@ def publish(runs, timings):
         shutil.copy(os.path.join(results, name, "metrics.json"),
                     os.path.join(PUBLISH, f"{name}_metrics.json"))
         grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
-        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=90)
+        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=80)  # 7 models: keep it small
     with open(os.path.join(PUBLISH, "timings.json"), "w") as f:
         json.dump(timings, f, indent=2)
     print("\n" + text)

@@ -46,3 +46,55 @@ def test_summary_table_reads_every_result(tmp_path):
     assert "| 8/255 | 82.0 / 37.0 | 77.0 / 34.5 |" in table
     assert "| inpaint_cars | AT | 12.50 | 13.50 | 0.500 | 75.0 | 0.25 |" in table
     assert "| generate | start | 10.00 | 11.00 | 0.500 | - | 0.25 |" in table
+
+
+def _load_sweep():
+    spec = importlib.util.spec_from_file_location(
+        "alignment_sweep", os.path.join(ROOT, "experiments", "alignment_sweep.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_alignment_sweep_commands_and_table(tmp_path):
+    """The sweep's evaluations (each model at its training budget and the common one) and its
+    table, built from hand-made CLI outputs."""
+    sweep = _load_sweep()
+    commands = {label: argv for label, argv, _ in sweep.evaluate_commands("R", "camvid:D", 100)}
+    assert sorted(commands) == sorted(
+        [f"sea_common_{m}" for m in sweep.MODELS]
+        + [f"sea_own_{m}" for m in ("Linf-2", "Linf-8", "L2-0.5", "L2-1.0", "L2-2.0")])
+    own = commands["sea_own_L2-1.0"]
+    assert own[own.index("--norm") + 1] == "l2" and own[own.index("--eps") + 1] == "1.0"
+    common = commands["sea_common_L2-1.0"]
+    assert common[common.index("--norm") + 1] == "linf" and "4/255" in common
+
+    results = tmp_path / "results"
+    write = lambda path, value: (path.parent.mkdir(parents=True, exist_ok=True),  # noqa: E731
+                                 path.write_text(json.dumps(value)))
+    fill = {}
+    for i, (name, (_, budget)) in enumerate(sweep.MODELS.items()):
+        clean, robust = _score(0.9 - i / 100, 0.5 - i / 100), _score(0.5 + i / 100, 0.2 + i / 100)
+        write(results / f"sea_common_{name}" / "results.json",
+              {"results": {name: {"clean": clean, "sea": robust}}})
+        if budget is not None and budget != sweep.COMMON:
+            row = "sea" if budget[0] == "linf" else "sea-l2"
+            write(results / f"sea_own_{name}" / "results.json",
+                  {"results": {name: {"clean": clean, row: _score(0.7, 0.3)}}})
+        fill[name] = {"alignment": i / 10, "psnr": 14.0 + i, "psnr_lowpass": 16.0, "ssim": 0.2,
+                      "hole_accuracy": 0.5, "high_frequency": 0.01, "high_frequency_original": 0.1}
+    write(results / "inpaint_cars" / "metrics.json",
+          {"summary": {**fill, "start": {"alignment": -0.01}}})
+
+    rows, floor = sweep.collect(str(results))
+    assert floor == -0.01 and list(rows) == list(sweep.MODELS)
+    assert rows["standard"]["sea_own"] is None and rows["Linf-4"]["sea_own"] == \
+        rows["Linf-4"]["sea_common"]
+    assert rows["L2-1.0"]["sea_own"] == _score(0.7, 0.3)
+    assert abs(rows["L2-1.0"]["high_frequency_ratio"] - 0.1) < 1e-12
+    table = sweep.summary(rows, floor)
+    assert "| standard | - | 90.0 / 50.0 | - | 50.0 / 20.0 | 0.000 | 14.00 |" in table
+    assert "| L2-1.0 | L2 1.0 | 85.0 / 45.0 | 70.0 / 30.0 | 55.0 / 25.0 | 0.500 |" in table
+    assert "a random direction scores -0.010" in table
+    sweep.scatter(rows, floor, str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").stat().st_size > 1000
