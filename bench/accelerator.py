@@ -211,7 +211,11 @@ def main():
     torch_times = {}
     for dtype in filter(None, args.torch_dtypes.split(",")):  # first: jax takes the memory
         for mode in ("pgd", "none"):
-            torch_times[dtype, mode] = torch_seconds(args.batch, size, args.steps, dtype, mode)
+            seconds = torch_seconds(args.batch, size, args.steps, dtype, mode)
+            torch_times[dtype, mode] = seconds
+            if seconds:  # printed now: an XLA abort later must not lose it
+                print(f"pytorch {dtype} {'PGD-3 AT' if mode == 'pgd' else 'standard'} train step: "
+                      f"{1e3 * seconds:.1f} ms ({args.batch / seconds:.1f} images/s)", flush=True)
 
     import jax
 
