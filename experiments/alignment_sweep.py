@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -198,7 +199,8 @@ def collect(results):
     """{model: row} from the raw results: clean and SEA (own budget, common budget) accuracy
     and mIoU, and the inpainting metrics (alignment first)."""
     load = lambda *parts: json.load(open(os.path.join(results, *parts)))  # noqa: E731
-    inpaint = load("inpaint_cars", "metrics.json")["summary"]
+    metrics = load("inpaint_cars", "metrics.json")
+    inpaint, images = metrics["summary"], metrics["images"]
     rows = {}
     for name, (_, budget) in MODELS.items():
         common = {name: load(f"sea_common_{name}", "results.json")["results"][name]}
@@ -212,10 +214,14 @@ def collect(results):
         score = lambda s: None if s is None else {"pixel_acc": s["pixel_acc"],  # noqa: E731
                                                   "miou": s["miou"]}
         fill = inpaint[name]
+        per_hole = [image["models"][name]["alignment"] for image in images]
         rows[name] = {
             "budget": budget_text(budget), "clean": score(common[name]["clean"]),
             "sea_own": score(own), "sea_common": score(common[name]["sea"]),
             **{k: fill[k] for k in ("alignment", "psnr", "psnr_lowpass", "ssim", "hole_accuracy")},
+            "alignment_per_hole": per_hole,
+            "alignment_se": statistics.stdev(per_hole) / len(per_hole) ** 0.5
+            if len(per_hole) > 1 else 0.0,
             "high_frequency_ratio": fill["high_frequency"] / fill["high_frequency_original"],
         }
     return rows, inpaint["start"]["alignment"]
@@ -229,12 +235,12 @@ def summary(rows, floor):
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['budget']} | {pct(r['clean'])} | {pct(r['sea_own'])} | "
-                     f"{pct(r['sea_common'])} | {r['alignment']:.3f} | {r['psnr']:.2f} | "
+                     f"{pct(r['sea_common'])} | {r['alignment']:.3f} ± {r['alignment_se']:.3f} | {r['psnr']:.2f} | "
                      f"{r['psnr_lowpass']:.2f} | {r['ssim']:.3f} | "
                      f"{r['high_frequency_ratio']:.3f} |")
     lines += ["", f"Pixel accuracy / mIoU (%), CamVid val. Alignment: cosine between the first "
-              f"descent direction and (original - start) in 8 car holes, mean over the holes; a "
-              f"random direction scores {floor:.3f}. Fill metrics after the 60-step descent. HF "
+              f"descent direction and (original - start) in 8 car holes, mean ± standard error "
+              f"over the holes; a random direction scores {floor:.3f}. Fill metrics after the 60-step descent. HF "
               f"ratio: the fill's high-frequency energy over the original's."]
     return "\n".join(lines) + "\n"
 
@@ -251,8 +257,9 @@ def scatter(rows, floor, path):
         family = name.split("-")[0]
         marker = {"standard": "s", "Linf": "o", "L2": "^"}[family]
         x, y = r["alignment"], 100 * r["sea_common"]["miou"]
-        axis.scatter([x], [y], marker=marker, color={"standard": "k", "Linf": "C0",
-                                                     "L2": "C3"}[family])
+        color = {"standard": "k", "Linf": "C0", "L2": "C3"}[family]
+        axis.errorbar([x], [y], xerr=[r["alignment_se"]], marker=marker, color=color,
+                      capsize=2, linewidth=0.8)
         axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axis.axvline(floor, color="grey", linestyle=":", label="random direction")
     axis.set_xlabel("alignment (cosine, car holes)")

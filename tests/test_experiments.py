@@ -83,8 +83,10 @@ def test_alignment_sweep_commands_and_table(tmp_path):
                   {"results": {name: {"clean": clean, row: _score(0.7, 0.3)}}})
         fill[name] = {"alignment": i / 10, "psnr": 14.0 + i, "psnr_lowpass": 16.0, "ssim": 0.2,
                       "hole_accuracy": 0.5, "high_frequency": 0.01, "high_frequency_original": 0.1}
+    holes = [{"models": {name: {"alignment": fill[name]["alignment"] + d} for name in fill}}
+             for d in (-0.1, 0.1)]  # two holes: sd 0.141, standard error 0.1
     write(results / "inpaint_cars" / "metrics.json",
-          {"summary": {**fill, "start": {"alignment": -0.01}}})
+          {"summary": {**fill, "start": {"alignment": -0.01}}, "images": holes})
 
     rows, floor = sweep.collect(str(results))
     assert floor == -0.01 and list(rows) == list(sweep.MODELS)
@@ -93,8 +95,8 @@ def test_alignment_sweep_commands_and_table(tmp_path):
     assert rows["L2-1.0"]["sea_own"] == _score(0.7, 0.3)
     assert abs(rows["L2-1.0"]["high_frequency_ratio"] - 0.1) < 1e-12
     table = sweep.summary(rows, floor)
-    assert "| standard | - | 90.0 / 50.0 | - | 50.0 / 20.0 | 0.000 | 14.00 |" in table
-    assert "| L2-1.0 | L2 1.0 | 85.0 / 45.0 | 70.0 / 30.0 | 55.0 / 25.0 | 0.500 |" in table
+    assert "| standard | - | 90.0 / 50.0 | - | 50.0 / 20.0 | 0.000 ± 0.100 | 14.00 |" in table
+    assert "| L2-1.0 | L2 1.0 | 85.0 / 45.0 | 70.0 / 30.0 | 55.0 / 25.0 | 0.500 ± 0.100 |" in table
     assert "a random direction scores -0.010" in table
     sweep.scatter(rows, floor, str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 1000
