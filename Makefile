@@ -1,7 +1,9 @@
 # make demo: the main job on the built-in data.   make test: the test suite.
 # make test-fast: the suite without the slow tests.   make bench: the benchmarks (bench/).
 # Both create and use a local virtual environment (.venv) with pinned versions.
-PYTHON ?= python3
+# Python >= 3.12 (jax 0.12 needs it): python3.12 / python3.13 on the PATH, else pyenv's.
+PYTHON ?= $(firstword $(foreach v,3.12 3.13,$(shell python$(v) -c 'print("python$(v)")' \
+	2>/dev/null)) $(wildcard $(HOME)/.pyenv/versions/3.1[23]*/bin/python3) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -9,8 +11,11 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 .PHONY: demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
+	# from scratch: a venv of another Python version cannot be upgraded in place
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	# The CPU build of torch first, so that nothing pulls a CUDA build in through a range.
+	# torch first, pinned, so that nothing pulls another build in through a range (for Python
+	# 3.12 PyPI has only its CUDA build: it runs on CPU and is a test reference only).
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[torch,test]'
 	# Test / benchmark references only; no CPU torchvision build exists, so no deps.

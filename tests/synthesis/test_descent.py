@@ -180,7 +180,9 @@ def test_long_descents_chain_short_unrolled_programs_with_the_same_iterates(tiny
     assert synthesis.compiled_programs() == before + 1  # four 10-step calls, one program
     rolled = run("off", reported["off"].append)
     assert reported == {"auto": [10, 10, 10, 10], "off": [40]}  # progress after each program
-    np.testing.assert_array_equal(chained.start, rolled.start)
+    # the start (the hole filled with the mean) comes from two different programs: XLA may sum
+    # in another order (jax 0.12: one pixel of 6144 differs by 3e-8)
+    np.testing.assert_allclose(chained.start, rolled.start, atol=1e-6)
     np.testing.assert_allclose(chained.x, rolled.x, atol=1e-5)
     np.testing.assert_allclose(chained.trace, rolled.trace, rtol=1e-4)
     assert chained.trace.shape == (40, 2) and chained.frames.shape == rolled.frames.shape
