@@ -13,6 +13,8 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 $(VENV)/.installed: pyproject.toml Makefile
 	# from scratch: a venv of another Python version cannot be upgraded in place
 	rm -rf $(VENV)
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12) and "jaxseg needs Python >= 3.12 \
+	(jax 0.12); found " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.12 ...")'
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that nothing pulls another build in through a range (for Python
 	# 3.12 PyPI has only its CUDA build: it runs on CPU and is a test reference only).
