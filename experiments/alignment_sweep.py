@@ -28,8 +28,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import camvid  # noqa: E402  (the CamVid study: data, car holes, synthesis settings)
+from bench.common import machine as cpu_and_load  # noqa: E402
 
 ROOT = camvid.ROOT
 PUBLISH = os.path.join("docs", "results", "alignment_sweep")
@@ -49,19 +51,13 @@ STAGES = ("train", "evaluate", "synthesize", "publish")
 
 
 def machine():
-    """CPU model, accelerator and load, for the timings (nvidia-smi where there is one)."""
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """CPU model, cores and load, and the accelerator where nvidia-smi finds one."""
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         gpu = ""
-    return f"{cpu}, {os.cpu_count()} cores" + (f", {gpu}" if gpu else "")
+    return cpu_and_load() + (f", {gpu}" if gpu else "")
 
 
 def run_all(commands, jobs, runs, timings):
@@ -99,7 +95,7 @@ def run_all(commands, jobs, runs, timings):
                 continue
             timings[label] = {"seconds": seconds, "load": [round(load, 2),
                                                            round(os.getloadavg()[0], 2)],
-                              "jobs": jobs, "machine": machine()}
+                              "jobs": jobs, "machine": machine()}  # load: 1-min, start and end
             print(f"  done: {label} ({seconds:.0f} s)", flush=True)
         time.sleep(0.5)
     if failed:

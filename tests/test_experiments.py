@@ -9,9 +9,10 @@ from tests.helpers import paths
 ROOT = str(paths.REPO)
 
 
-def _load_driver():
+def _load_driver(name="camvid"):
+    """experiments/NAME.py as a module (experiments/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
-        "camvid_experiment", os.path.join(ROOT, "experiments", "camvid.py"))
+        f"{name}_experiment", os.path.join(ROOT, "experiments", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -48,18 +49,10 @@ def test_summary_table_reads_every_result(tmp_path):
     assert "| generate | start | 10.00 | 11.00 | 0.500 | - | 0.25 |" in table
 
 
-def _load_sweep():
-    spec = importlib.util.spec_from_file_location(
-        "alignment_sweep", os.path.join(ROOT, "experiments", "alignment_sweep.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_alignment_sweep_commands_and_table(tmp_path):
     """The sweep's evaluations (each model at its training budget and the common one) and its
     table, built from hand-made CLI outputs."""
-    sweep = _load_sweep()
+    sweep = _load_driver("alignment_sweep")
     commands = {label: argv for label, argv, _ in sweep.evaluate_commands("R", "camvid:D", 100)}
     assert sorted(commands) == sorted(
         [f"sea_common_{m}" for m in sweep.MODELS]
