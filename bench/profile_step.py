@@ -103,6 +103,7 @@ def main():
     tx = optim.make_optimizer(config.optim, 1000)
     mesh = runtime.make_mesh()
     state = training.create_state(variables, tx, jax.random.key(0))
+    state = jax.device_put(state, training.state_shardings(mesh, state))  # as the loop does
     step = training.compile_step(training.make_train_step(model, tx, config), mesh, state)
     x, y = runtime.shard_batch(mesh, build_inputs(args.batch, args.size))
     hlo = step.lower(state, x, y).compile().as_text()

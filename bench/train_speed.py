@@ -78,7 +78,10 @@ def jax_worker(mode, batch, size):
     config.adv.update(mode=mode, eps=8 / 255, step_size=2 / 255, steps=3)
     tx = optim.make_optimizer(config.optim, 1000)
     mesh = runtime.make_mesh()
-    holder = {"state": training.create_state(variables, tx, jax.random.key(0))}
+    state = training.create_state(variables, tx, jax.random.key(0))
+    # placed as the training loop places it: an unplaced state makes the second call retrace
+    # (its outputs carry the mesh in their types) and compile again
+    holder = {"state": jax.device_put(state, training.state_shardings(mesh, state))}
     compiled = training.compile_step(training.make_train_step(model, tx, config), mesh,
                                      holder["state"])
     x, y = runtime.shard_batch(mesh, build_inputs(batch, size))
