@@ -14,7 +14,8 @@ The FCN-ResNet50 PGD-AT configuration (configs/coco_fcn50_at.py: 480x480 crops, 
 - PyTorch (torchvision's fcn_resnet50, cudnn.benchmark, bf16 autocast or fp32 with TF32
   convolutions, the same hand-written PGD-3) in its own process first, for the ratio.
 
-    python -m bench.accelerator [--batch 8] [--steps 10] [--remat none,convs,full] [--torch-dtypes bfloat16]
+    python -m bench.accelerator [--batch 8] [--steps 10] [--remat none,convs,full] \
+        [--torch-dtypes bfloat16]
 
 On a CPU it runs too (slowly; use --size 64 --batch 1 to try it).
 """
@@ -112,8 +113,7 @@ def jax_programs(config, batch, dtype, remat):
     num_classes = config.model.num_classes or 21
     model = models.fcn(config.model.arch, num_classes, config.model.aux,
                        runtime.compute_dtype(dtype), remat)
-    key = jax.random.key(0)
-    variables = models.init(model, key, (height, width))
+    variables = models.init(model, jax.random.key(0), (height, width))
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.random((batch, height, width, 3), np.float32))
     labels = jnp.asarray(rng.integers(0, num_classes, (batch, height, width)), jnp.int32)

@@ -225,19 +225,21 @@ def collect(results):
 
 def summary(rows, floor):
     """The markdown table of the sweep."""
-    pct = lambda s: "-" if s is None else f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"  # noqa: E731
+    def pct(s):
+        return "-" if s is None else f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"
+
     lines = [f"| model | training budget | clean | SEA at the training budget | SEA at "
              f"{budget_text(COMMON)} | alignment | PSNR | low-pass PSNR | SSIM | HF ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['budget']} | {pct(r['clean'])} | {pct(r['sea_own'])} | "
-                     f"{pct(r['sea_common'])} | {r['alignment']:.3f} ± {r['alignment_se']:.3f} | {r['psnr']:.2f} | "
-                     f"{r['psnr_lowpass']:.2f} | {r['ssim']:.3f} | "
+                     f"{pct(r['sea_common'])} | {r['alignment']:.3f} ± {r['alignment_se']:.3f} | "
+                     f"{r['psnr']:.2f} | {r['psnr_lowpass']:.2f} | {r['ssim']:.3f} | "
                      f"{r['high_frequency_ratio']:.3f} |")
-    lines += ["", f"Pixel accuracy / mIoU (%), CamVid val. Alignment: cosine between the first "
-              f"descent direction and (original - start) in 8 car holes, mean ± standard error "
-              f"over the holes; a random direction scores {floor:.3f}. Fill metrics after the 60-step descent. HF "
-              f"ratio: the fill's high-frequency energy over the original's."]
+    lines += ["", "Pixel accuracy / mIoU (%), CamVid val. Alignment: cosine between the first "
+              "descent direction and (original - start) in 8 car holes, mean ± standard error "
+              f"over the holes; a random direction scores {floor:.3f}. Fill metrics after the "
+              "60-step descent. HF ratio: the fill's high-frequency energy over the original's."]
     return "\n".join(lines) + "\n"
 
 

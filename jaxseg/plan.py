@@ -40,6 +40,8 @@ from jaxseg.train import state as training
 ACCELERATORS = {
     "h100": {"name": "H100 SXM 80 GB", "bfloat16": 989e12, "float32": 494.5e12, "bandwidth": 3.35e12,
              "memory_gb": 80},
+    "h200": {"name": "H200 SXM 141 GB", "bfloat16": 989e12, "float32": 494.5e12, "bandwidth": 4.8e12,
+             "memory_gb": 141},
     "a100": {"name": "A100 SXM 80 GB", "bfloat16": 312e12, "float32": 156e12, "bandwidth": 2.04e12,
              "memory_gb": 80},
 }
