@@ -34,11 +34,10 @@ def torch_worker(batch, size, steps, dtype, mode):
     """Median seconds per PyTorch train step on CUDA (or CPU), printed as one number."""
     import torch
 
-    from tests.helpers.torch_reference import TORCH_FCN  # torchvision, imported as tests do
+    from tests.helpers.torch_reference import IMAGENET_MEAN, IMAGENET_STD, TORCH_FCN
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    mean, std = IMAGENET_MEAN.to(device), IMAGENET_STD.to(device)
     normalize = lambda images: (images - mean) / std  # noqa: E731
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True  # torch's default for convolutions; matmuls too:

@@ -199,11 +199,11 @@ def collect(results):
     inpaint, images = metrics["summary"], metrics["images"]
     rows = {}
     for name, (_, budget) in MODELS.items():
-        common = {name: load(f"sea_common_{name}", "results.json")["results"][name]}
+        common = load(f"sea_common_{name}", "results.json")["results"][name]
         if budget is None:
             own = None
         elif budget == COMMON:
-            own = common[name]["sea"]
+            own = common["sea"]
         else:
             own_rows = load(f"sea_own_{name}", "results.json")["results"][name]
             own = own_rows["sea" if budget[0] == "linf" else "sea-l2"]
@@ -212,8 +212,8 @@ def collect(results):
         fill = inpaint[name]
         per_hole = [image["models"][name]["alignment"] for image in images]
         rows[name] = {
-            "budget": budget_text(budget), "clean": score(common[name]["clean"]),
-            "sea_own": score(own), "sea_common": score(common[name]["sea"]),
+            "budget": budget_text(budget), "clean": score(common["clean"]),
+            "sea_own": score(own), "sea_common": score(common["sea"]),
             **{k: fill[k] for k in ("alignment", "psnr", "psnr_lowpass", "ssim", "hole_accuracy")},
             "alignment_per_hole": per_hole,
             "alignment_se": statistics.stdev(per_hole) / len(per_hole) ** 0.5
