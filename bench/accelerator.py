@@ -150,12 +150,10 @@ def prepare(function, first, rest, donate):
 
 def model_gflop(function, first, rest, donate):
     """FLOPs of the program as XLA's cost analysis counts them with every loop unrolled."""
-    import jax
-
     from jaxseg import plan, runtime
 
     with runtime.loop_policy("on"):
-        return plan._flops(jax.jit(function, donate_argnums=donate).lower(first(), *rest)) / 1e9
+        return plan._flops(function, (first(), *rest), donate) / 1e9
 
 
 def median_seconds(compiled, first, rest, donate, steps):

@@ -73,19 +73,30 @@ def _peak_bytes(compiled):
             - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
 
 
-def _flops(lowered):
+def _flops(function, args, donate=()):
+    """XLA's FLOP count of the program before compilation, always taken on the CPU backend: the
+    count does not depend on the device, and GPU/TPU runtimes (PJRT C API) analyse compiled
+    programs only (there an uncompiled program's analysis is empty). The program is traced as
+    the default backend runs it; abstract arguments let the CPU device own the lowering."""
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
+    try:
+        counting_device = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS without cpu: the default backend has to do
+        counting_device = jax.devices()[0]
+    with jax.default_device(counting_device):
+        lowered = jax.jit(function, donate_argnums=donate).lower(*abstract)
     return float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
 def _cost(function, args, donate=()):
     """(FLOPs unrolled, peak bytes rolled, bytes accessed scaled to the unrolled FLOPs)."""
     with runtime.loop_policy("on"):
-        flops = _flops(jax.jit(function, donate_argnums=donate).lower(*args))
+        flops = _flops(function, args, donate)
     with runtime.loop_policy("off"):
         compiled = jax.jit(function, donate_argnums=donate).lower(*args).compile()
     analysis = compiled.cost_analysis() or {}
     rolled_flops = float(analysis.get("flops", 0.0)) or flops
-    bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / rolled_flops
+    bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / (rolled_flops or 1.0)
     return flops, _peak_bytes(compiled), bytes_accessed
 
 
