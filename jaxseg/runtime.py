@@ -29,6 +29,13 @@ compiling the FCN-ResNet50 train step at 480x480 in a Triton GEMM fusion, "Check
 subdim_size_accumulator == dim_size (3600 vs. 120)": a 60x60 output flattened against the
 120-pixel input of a stride-2 matmul 1x1 convolution). `conv_policy(pointwise_matmul=...)`
 overrides it, for benchmarks; parameters and results are the same either way.
+
+Blocks and scheduling on CPU: each bottleneck block's output passes an optimization barrier
+(`materialize_blocks`), so XLA:CPU computes it once instead of fusing the block's BN / residual
+/ ReLU chain into several consumers in the backward pass (and recomputing it there, e.g. inside
+the transposed copy that a 3x3 convolution's weight gradient reads), and train steps compile
+with the memory-optimised instruction scheduler (`compiler_options`): together -11 % on the
+FCN-ResNet50 train step (docs/performance.md). GPU/TPU keep XLA's defaults (unmeasured there).
 """
 
 import contextlib
@@ -53,25 +60,53 @@ _override = []  # stack of loop_policy() modes
 # ---------------------------------------------------------------------------------------------
 # Convolutions
 
-_pointwise_override = []  # stack of conv_policy() choices
+_conv_override = []  # stack of conv_policy() choices: {name: True / False / None (default)}
+
+
+def _cpu_choice(name):
+    """The innermost `conv_policy` choice for `name`, else whether the backend is XLA:CPU."""
+    for choices in reversed(_conv_override):
+        if choices[name] is not None:
+            return choices[name]
+    return jax.default_backend() == "cpu"
 
 
 def pointwise_matmul():
     """Whether models built now write 1x1 convolutions as matmuls (read at trace time): on CPU
     unless `conv_policy` says otherwise."""
-    if _pointwise_override:
-        return _pointwise_override[-1]
-    return jax.default_backend() == "cpu"
+    return _cpu_choice("pointwise_matmul")
+
+
+def materialize_blocks():
+    """Whether models built now put an optimization barrier on each bottleneck block's output
+    (read at trace time): on CPU unless `conv_policy` says otherwise."""
+    return _cpu_choice("materialize_blocks")
 
 
 @contextlib.contextmanager
-def conv_policy(pointwise_matmul):
-    """Within the block, models trace 1x1 convolutions as matmuls (True) or lax convolutions."""
-    _pointwise_override.append(bool(pointwise_matmul))
+def conv_policy(pointwise_matmul=None, materialize_blocks=None):
+    """Within the block, models trace 1x1 convolutions as matmuls (True) or lax convolutions
+    (False), and barriers after blocks (True) or none (False); None keeps the backend's choice.
+    For tests and benchmarks: parameters and results are the same either way."""
+    _conv_override.append({
+        "pointwise_matmul": None if pointwise_matmul is None else bool(pointwise_matmul),
+        "materialize_blocks": None if materialize_blocks is None else bool(materialize_blocks),
+    })
     try:
         yield
     finally:
-        _pointwise_override.pop()
+        _conv_override.pop()
+
+
+def compiler_options():
+    """XLA options for compiling a train step on the default backend (`jax.jit(...,
+    compiler_options=...)`): XLA:CPU's memory-optimised scheduler, which orders the step's
+    thunks for less live memory and less concurrency (the default and the concurrency-optimised
+    ones run independent convolutions side by side on the same two to few cores, and are slower
+    on the train step); nothing on GPU/TPU."""
+    if jax.default_backend() == "cpu":
+        return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,3 +70,17 @@ def test_a_job_that_cannot_be_joined_stops_instead_of_running_alone(tmp_path):
     assert "joining the multi-process job from SLURM failed" in lines[0]
     assert "stopping rather than running independent copies" in lines[0]
     assert not (tmp_path / "w").exists()
+
+
+def test_cpu_compiler_options_are_accepted_by_xla():
+    """The train step's XLA:CPU options compile (a misspelt option or value would raise)."""
+    import jax
+    import jax.numpy as jnp
+
+    options = runtime.compiler_options()
+    assert options == {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+    square = jax.jit(lambda v: v * v, compiler_options=options)
+    assert float(square(jnp.float32(3.0))) == 9.0
+    with pytest.raises(Exception, match="xla_cpu_scheduler_type|CPU_SCHEDULER"):
+        jax.jit(lambda v: v * v,
+                compiler_options={"xla_cpu_scheduler_type": "NO_SUCH"})(jnp.float32(3.0))

@@ -107,7 +107,10 @@ class Bottleneck(nn.Module):
             x = named(conv(out_features, 1, self.stride, name="downsample_conv",
                            dtype=self.dtype)(x))
             x = batch_norm(train, "downsample_bn", self.dtype)(x)
-        return nn.relu(y + x)
+        out = nn.relu(y + x)
+        if runtime.materialize_blocks():  # the backend policy: jaxseg.runtime
+            out = jax.lax.optimization_barrier(out)
+        return out
 
 
 class ResNet(nn.Module):

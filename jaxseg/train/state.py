@@ -181,4 +181,5 @@ def compile_step(step_fn, mesh, state):
     batch = runtime.batch_sharding(mesh)
     shardings = state_shardings(mesh, state)
     return jax.jit(step_fn, in_shardings=(shardings, batch, batch),
-                   out_shardings=(shardings, runtime.replicated(mesh)), donate_argnums=0)
+                   out_shardings=(shardings, runtime.replicated(mesh)), donate_argnums=0,
+                   compiler_options=runtime.compiler_options())

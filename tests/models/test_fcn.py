@@ -165,3 +165,34 @@ def test_pointwise_convolutions_as_matmuls_on_cpu_only_and_equal_either_way(monk
         matmul_out = matmul.apply(variables, x)["out"]
         assert convolutions(matmul) < lax_convolutions  # the 1x1 ones became matmuls
     np.testing.assert_allclose(lax_out, matmul_out, rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_materialized_on_cpu_only_and_equal_either_way(monkeypatch):
+    """The backend policy: an optimization barrier after each bottleneck block on CPU only; the
+    same outputs and parameter gradients with and without it."""
+    from jaxseg import runtime
+
+    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    variables = models.init(model, jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
+
+    def traced():  # a new function each time: the policy is read when jax traces it
+        def loss(params):
+            out = model.apply({**variables, "params": params}, x)
+            return (out["out"] ** 2).mean() + (out["aux"] ** 2).mean()
+        barriers = str(jax.make_jaxpr(loss)(variables["params"])).count("optimization_barrier")
+        return barriers, jax.value_and_grad(loss)(variables["params"])
+
+    assert runtime.materialize_blocks()
+    barriers, (value, grads) = traced()
+    assert barriers == 4  # one per block: fcn_resnet14_w8 has four
+    with runtime.conv_policy(materialize_blocks=False):
+        assert runtime.pointwise_matmul() and not runtime.materialize_blocks()
+        barriers, (value_plain, grads_plain) = traced()
+    assert barriers == 0
+    np.testing.assert_allclose(value, value_plain, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not runtime.materialize_blocks()
+    assert runtime.compiler_options() == {}
