@@ -39,6 +39,7 @@ FCN-ResNet50 train step (docs/performance.md). GPU/TPU keep XLA's defaults (unme
 """
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -98,12 +99,35 @@ def conv_policy(pointwise_matmul=None, materialize_blocks=None):
         _conv_override.pop()
 
 
+class jit:
+    """`jax.jit` compiling with `compiler_options()` (use as `@functools.partial(runtime.jit,
+    static_argnames=...)`). jax.jit is built on the first call, not at import: choosing the
+    options asks for the backend, which must not start before `jax.distributed.initialize`."""
+
+    def __init__(self, fun, **jit_kwargs):
+        functools.update_wrapper(self, fun)
+        self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+
+    def _built(self):
+        if self._jitted is None:
+            self._jitted = jax.jit(self._fun, compiler_options=compiler_options(),
+                                   **self._jit_kwargs)
+        return self._jitted
+
+    def __call__(self, *args, **kwargs):
+        return self._built()(*args, **kwargs)
+
+    def __getattr__(self, name):  # lower, trace, _cache_size, ...
+        return getattr(self._built(), name)
+
+
 def compiler_options():
-    """XLA options for compiling a train step on the default backend (`jax.jit(...,
-    compiler_options=...)`): XLA:CPU's memory-optimised scheduler, which orders the step's
-    thunks for less live memory and less concurrency (the default and the concurrency-optimised
-    ones run independent convolutions side by side on the same two to few cores, and are slower
-    on the train step); nothing on GPU/TPU."""
+    """XLA options for compiling jaxseg's programs on the default backend (`jax.jit(...,
+    compiler_options=...)`; train steps, attacks, evaluation, synthesis): XLA:CPU's
+    memory-optimised scheduler, which orders a program's thunks for less live memory and less
+    concurrency (the default and the concurrency-optimised ones run independent convolutions
+    side by side on the same few cores, and are slower on the train step and the attack);
+    nothing on GPU/TPU."""
     if jax.default_backend() == "cpu":
         return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
     return {}

@@ -84,3 +84,27 @@ def test_cpu_compiler_options_are_accepted_by_xla():
     with pytest.raises(Exception, match="xla_cpu_scheduler_type|CPU_SCHEDULER"):
         jax.jit(lambda v: v * v,
                 compiler_options={"xla_cpu_scheduler_type": "NO_SUCH"})(jnp.float32(3.0))
+
+
+def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch):
+    """runtime.jit: jax.jit built on the first call with compiler_options(), static arguments
+    and jax.jit's attributes passed through."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    asked = []
+    monkeypatch.setattr(runtime, "compiler_options",
+                        lambda: asked.append(1) or {"xla_cpu_scheduler_type":
+                                                    "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"})
+
+    @functools.partial(runtime.jit, static_argnames=("power",))
+    def scaled(x, power):
+        return x ** power
+
+    assert asked == [] and scaled.__name__ == "scaled"
+    assert float(scaled(jnp.float32(3.0), power=2)) == 9.0
+    assert float(scaled(jnp.float32(2.0), power=3)) == 8.0
+    assert asked == [1] and scaled._cache_size() == 2
+    assert float(scaled.lower(jnp.float32(1.0), power=2).compile()(jnp.float32(4.0))) == 16.0

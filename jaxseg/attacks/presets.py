@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg import runtime
 from jaxseg.attacks import losses
 from jaxseg.attacks.kernel import AttackResult, Evaluation, KernelConfig, optimize
 from jaxseg.errors import JaxsegError
@@ -341,14 +342,14 @@ def check_inputs(images, labels, classes=None):
         check_labels(labels, classes)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "static"))
+@functools.partial(runtime.jit, static_argnames=("apply_fn", "static"))
 def _attack_jit(apply_fn, static, variables, images, labels, key, eps, step_size, x_start,
                 class_weights):
     return run(static, apply_fn, variables, images, labels, key, eps, step_size, x_start,
                class_weights)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
+@functools.partial(runtime.jit, static_argnames=("apply_fn",))
 def _accuracy_jit(apply_fn, variables, images, labels):
     return losses.pixel_accuracy(model_logits(apply_fn, variables)(images), labels)
 

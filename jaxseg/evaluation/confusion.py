@@ -52,7 +52,7 @@ def per_image_counts(labels, predictions, num_classes, ignore=IGNORE):
     return tp, per_prediction - tp, per_label - tp
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "static", "num_classes"))
+@functools.partial(runtime.jit, static_argnames=("apply_fn", "static", "num_classes"))
 def batch_counts(apply_fn, static, num_classes, variables, images, labels, key, eps, step_size,
                  class_weights):
     """One batch, attacked with `static` (an attack's static config) unless None: the [C, C]

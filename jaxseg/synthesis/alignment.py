@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import attacks
+from jaxseg import attacks, runtime
 from jaxseg.synthesis import objectives
 
 
@@ -41,7 +41,7 @@ def descent_alignment(objective, start, original, mask):
     return cosine_in_hole(-np.asarray(gradient), np.asarray(original) - np.asarray(start), mask)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "penalty", "bn"))
+@functools.partial(runtime.jit, static_argnames=("apply_fn", "penalty", "bn"))
 def _first_direction(apply_fn, variables, images, labels, mask, lam, penalty, bn):
     start = objectives.fill_hole(images, mask)
     objective = objectives.inpaint_objective(attacks.model_logits(apply_fn, variables, bn),

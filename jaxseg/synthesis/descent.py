@@ -203,7 +203,7 @@ def check_options(kind, *, steps, step_size, lam, rule, radius, penalty, jitter,
         raise JaxsegError(f"radius must be > 0, got {radius}")
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "options"))
+@functools.partial(runtime.jit, static_argnames=("apply_fn", "options"))
 def _run_jit(apply_fn, options, variables, images, labels, mask, key, lam, step_size, radius,
              jitter, resume=None):
     logits_fn = attacks.model_logits(apply_fn, variables, options.bn)
@@ -214,7 +214,7 @@ def _run_jit(apply_fn, options, variables, images, labels, mask, key, lam, step_
                        resume=resume)
 
 
-@functools.partial(jax.jit, static_argnames=("kind",))
+@functools.partial(runtime.jit, static_argnames=("kind",))
 def _start_jit(kind, images, mask, key, jitter):
     return start_point(kind, images, mask, key, jitter)[1]
 
