@@ -102,11 +102,13 @@ def conv_policy(pointwise_matmul=None, materialize_blocks=None):
 class jit:
     """`jax.jit` compiling with `compiler_options()` (use as `@functools.partial(runtime.jit,
     static_argnames=...)`). jax.jit is built on the first call, not at import: choosing the
-    options asks for the backend, which must not start before `jax.distributed.initialize`."""
+    options asks for the backend, which must not start before `jax.distributed.initialize`.
+    Called on traced arguments (inside an outer jit, grad or vmap) it is a plain jax.jit: jax
+    takes compiler options only on the outermost program."""
 
     def __init__(self, fun, **jit_kwargs):
         functools.update_wrapper(self, fun)
-        self._fun, self._jit_kwargs, self._jitted = fun, jit_kwargs, None
+        self._fun, self._jit_kwargs, self._jitted, self._nested = fun, jit_kwargs, None, None
 
     def _built(self):
         if self._jitted is None:
@@ -115,6 +117,10 @@ class jit:
         return self._jitted
 
     def __call__(self, *args, **kwargs):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._jit_kwargs)
+            return self._nested(*args, **kwargs)
         return self._built()(*args, **kwargs)
 
     def __getattr__(self, name):  # lower, trace, _cache_size, ...

@@ -108,3 +108,6 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
     assert float(scaled(jnp.float32(2.0), power=3)) == 8.0
     assert asked == [1] and scaled._cache_size() == 2
     assert float(scaled.lower(jnp.float32(1.0), power=2).compile()(jnp.float32(4.0))) == 16.0
+    # inside an outer jit or grad (jax refuses compiler options on a nested jit)
+    assert float(jax.jit(lambda x: scaled(x, power=2) + 1)(jnp.float32(3.0))) == 10.0
+    assert float(jax.grad(lambda x: scaled(x, power=2))(jnp.float32(3.0))) == 6.0
