@@ -33,9 +33,11 @@ overrides it, for benchmarks; parameters and results are the same either way.
 Blocks and scheduling on CPU: each bottleneck block's output passes an optimization barrier
 (`materialize_blocks`), so XLA:CPU computes it once instead of fusing the block's BN / residual
 / ReLU chain into several consumers in the backward pass (and recomputing it there, e.g. inside
-the transposed copy that a 3x3 convolution's weight gradient reads), and train steps compile
-with the memory-optimised instruction scheduler (`compiler_options`): together -11 % on the
-FCN-ResNet50 train step (docs/performance.md). GPU/TPU keep XLA's defaults (unmeasured there).
+the transposed copy that a 3x3 convolution's weight gradient reads), and jaxseg's programs
+compile with the memory-optimised instruction scheduler (`compiler_options`; train steps in
+`train.state.compile_step`, attacks, evaluation and synthesis through `runtime.jit`): together
+-11 % on the FCN-ResNet50 train step, the scheduler -3 % on the PGD-10 attack
+(docs/performance.md). GPU/TPU keep XLA's defaults (unmeasured there).
 """
 
 import contextlib
@@ -59,7 +61,7 @@ _override = []  # stack of loop_policy() modes
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolutions
+# How programs are shaped and compiled per backend: convolutions, block barriers, XLA options
 
 _conv_override = []  # stack of conv_policy() choices: {name: True / False / None (default)}
 
