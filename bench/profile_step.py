@@ -8,12 +8,14 @@ read from the optimised HLO: convolution forward, convolution input gradient (a 
 layer's runs on a dilated input: XLA's slow path), convolution weight gradient (a window as
 large as the image), matmul fusions (the 1x1 convolutions), max-pool forward / backward, BN
 reductions, elementwise fusions, copies / transposes. Printed: seconds and share per group,
-and the costliest single instructions.
+and the costliest single instructions, with the GFLOP/s of those that convolve or multiply
+(FLOPs from the HLO shapes; instructions that overlapped another on the cores read slower).
 """
 
 import argparse
 import collections
 import glob
+import math
 import re
 import tempfile
 import time
@@ -79,6 +81,36 @@ def classify(line, bodies):
     return "other"
 
 
+def shapes(hlo):
+    """{instruction name: its array shape as a list} for every array-valued instruction."""
+    found = {}
+    for line in hlo.splitlines():
+        match = re.match(r"^\s*(?:ROOT )?%?([\w.\-]+) = \w+\[([\d,]*)\]", line)
+        if match:
+            found[match.group(1)] = [int(v) for v in match.group(2).split(",") if v]
+    return found
+
+
+def flops(line, bodies, shape_of):
+    """Multiply-add FLOPs (x2) of the convolutions and dots in one instruction (inside the
+    computations a fusion calls, too): what the per-group GFLOP/s are computed from."""
+    name, _, op, rest = INSTRUCTION.match(line).groups()
+    if op in ("fusion", "call", "custom-call"):
+        called = re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", rest)
+        return sum(flops(inner, bodies, shape_of) for c in called for inner in bodies.get(c, []))
+    if op not in ("dot", "convolution") or name not in shape_of:
+        return 0
+    out = math.prod(shape_of[name])
+    operands = re.findall(r"%([\w.\-]+)", rest.split(")")[0])
+    if op == "dot":
+        lhs = shape_of[operands[0]]
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+        return 2 * out * math.prod(lhs[int(d)] for d in contracting.split(",") if d)
+    kernel = shape_of[operands[1]]
+    labels = re.search(r"dim_labels=\w+_(\w+)->", rest).group(1)
+    return 2 * out * math.prod(kernel) // kernel[labels.index("o")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4)
@@ -121,10 +153,13 @@ def main():
     jax.profiler.stop_trace()
 
     bodies = computations(hlo)
-    kind = {}
+    shape_of = shapes(hlo)
+    kind, work = {}, {}
     for lines in bodies.values():
         for line in lines:
-            kind[INSTRUCTION.match(line).group(1)] = classify(line, bodies)
+            name = INSTRUCTION.match(line).group(1)
+            kind[name] = classify(line, bodies)
+            work[name] = flops(line, bodies, shape_of)
     trace = ProfileData.from_file(glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)[0])
     per_instruction = collections.Counter()
     for plane in trace.planes:
@@ -132,19 +167,22 @@ def main():
             for event in line.events:
                 if event.name in kind:
                     per_instruction[event.name] += event.duration_ns / 1e9
-    groups = collections.Counter()
+    groups, group_flops = collections.Counter(), collections.Counter()
     for name, seconds in per_instruction.items():
         groups[kind[name]] += seconds
+        group_flops[kind[name]] += work[name]
     total = sum(groups.values())
     print(f"train step ({args.mode}), FCN-ResNet50, batch {args.batch} at {args.size}x{args.size} "
           f"fp32: {wall:.2f} s a step (unprofiled); {total:.2f} s summed over the instructions of a "
           f"profiled step")
     print(f"machine: {machine()}")
     for group, seconds in groups.most_common():
-        print(f"  {group:<42} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
+        rate = f"{group_flops[group] / seconds / 1e9:6.0f} GFLOP/s" if group_flops[group] else ""
+        print(f"  {group:<42} {seconds:7.2f} s  {100 * seconds / total:5.1f} %  {rate}")
     print("costliest instructions:")
     for name, seconds in per_instruction.most_common(args.top):
-        print(f"  {name:<40} {kind[name]:<42} {seconds:6.3f} s")
+        rate = f"{work[name] / seconds / 1e9:6.0f} GFLOP/s" if work[name] else ""
+        print(f"  {name:<40} {kind[name]:<42} {seconds:6.3f} s  {rate}")
 
 
 if __name__ == "__main__":
