@@ -11,9 +11,10 @@ one device, with the per-device batch (data parallelism adds only the gradient a
 - FLOPs: XLA's cost analysis of the step with every loop unrolled (XLA counts a while loop's
   body once, so the rolled program would undercount the attack's steps).
 - Peak memory: XLA's memory analysis of the step as GPUs/TPUs run it (loops rolled, state
-  donated): arguments + outputs - donated + temporaries. It comes from XLA:CPU, compiled with
-  its memory-minimising scheduler, and approximates what XLA:GPU allocates; it is not a GPU
-  measurement. XLA:CPU schedules recomputed values early, so it barely credits
+  donated): arguments + outputs - donated + temporaries, from the default backend's compiler.
+  On a CPU-only machine it comes from XLA:CPU, compiled with its memory-minimising scheduler,
+  and approximates what XLA:GPU allocates; it is not a GPU measurement (run on a GPU for
+  that: the table names the backend). XLA:CPU schedules recomputed values early, so it barely credits
   rematerialisation (jax issue #19822); `kept_gb`, the activations the forward pass keeps for
   the backward pass (JAX's saved residuals of the training gradient), shows what remat saves.
 - Roofline: max(FLOPs / peak FLOP/s, bytes / bandwidth) for one device. Bytes are XLA's
@@ -88,15 +89,19 @@ def _flops(function, args, donate=()):
     return float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
-def _cost(function, args, donate=()):
-    """(FLOPs unrolled, peak bytes rolled, bytes accessed scaled to the unrolled FLOPs)."""
+def _cost(build, args, donate=()):
+    """(FLOPs unrolled, peak bytes rolled, bytes accessed scaled to the unrolled FLOPs) of the
+    program `build()` returns. It is built once per loop policy: an attack fixes its loops when
+    it is made, not when it is traced. Both FLOP counts come from the same (CPU) counter, so
+    their ratio holds whichever backend compiled the rolled program and reported its bytes."""
     with runtime.loop_policy("on"):
-        flops = _flops(function, args, donate)
+        flops = _flops(build(), args, donate)
     with runtime.loop_policy("off"):
+        function = build()
+        rolled_flops = _flops(function, args, donate)
         compiled = jax.jit(function, donate_argnums=donate).lower(*args).compile()
     analysis = compiled.cost_analysis() or {}
-    rolled_flops = float(analysis.get("flops", 0.0)) or flops
-    bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / (rolled_flops or 1.0)
+    bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / (rolled_flops or flops)
     return flops, _peak_bytes(compiled), bytes_accessed
 
 
@@ -140,14 +145,14 @@ def plan(config, batches=(1, 2, 4, 8, 16), remats=("none", "full"),
             variables = jax.eval_shape(lambda m=model: models.init(m, key, (height, width)))
             steps = config.steps * (config.adv.replays if config.adv.mode == "free" else 1)
             tx = optim.make_optimizer(config.optim, steps)
-            step = training.make_train_step(model, tx, config)
+            build_step = lambda m=model, t=tx: training.make_train_step(m, t, config)  # noqa: E731
             for batch in batches:
                 images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
                 labels = jax.ShapeDtypeStruct((batch, height, width), jnp.int32)
                 free = (batch, height, width, 3) if config.adv.mode == "free" else None
                 state = jax.eval_shape(
                     lambda v, f=free: training.create_state(v, tx, key, f), variables)
-                flops, peak, accessed = _cost(step, (state, images, labels), donate=(0,))
+                flops, peak, accessed = _cost(build_step, (state, images, labels), donate=(0,))
                 seconds = _roofline(flops, accessed, dtype, accelerator)
                 kept = _kept_bytes(model, variables, images, labels)
                 rows.append(Row("train", batch, dtype, remat, flops / 1e9, _gb(peak),
@@ -183,10 +188,10 @@ def _eval_row(config, model, variables, batch, height, width, dtype, remat, acce
     args = (variables, images, labels, jax.random.key(0), scalar, scalar)
     steps = config.eval.steps
     if steps <= 3:
-        flops, peak, accessed = _cost(program(steps), args)
+        flops, peak, accessed = _cost(lambda: program(steps), args)
     else:
-        two, _, accessed_two = _cost(program(2), args)
-        three, _, accessed_three = _cost(program(3), args)
+        two, _, accessed_two = _cost(lambda: program(2), args)
+        three, _, accessed_three = _cost(lambda: program(3), args)
         flops = two + (steps - 2) * (three - two)
         accessed = accessed_two + (steps - 2) * (accessed_three - accessed_two)
         with runtime.loop_policy("off"):
@@ -211,15 +216,19 @@ def largest_batch(rows, memory_gb):
     return fits
 
 
-def markdown(rows, fits, accelerator, memory_gb):
+def markdown(rows, fits, accelerator, memory_gb, backend=None):
+    """The rows as a markdown table; `backend` names the XLA backend whose memory analysis gave
+    the peaks (default: JAX's default backend, where `plan` compiled them)."""
     name = ACCELERATORS[accelerator]["name"]
-    lines = [f"| program | dtype | remat | batch/device | GFLOP/step | peak GB (XLA:CPU) | "
+    backend = (backend or jax.default_backend()).upper()
+    lines = [f"| program | dtype | remat | batch/device | GFLOP/step | peak GB (XLA:{backend}) | "
              f"kept GB | roofline ms ({name}) | images/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kept = "" if r.kept_gb is None else f"{r.kept_gb:.3g}"
         lines.append(f"| {r.program} | {r.dtype} | {r.remat} | {r.batch} | {r.gflops:.4g} | "
                      f"{r.peak_gb:.3g} | {kept} | {r.step_ms:.3g} | {r.images_per_s:.4g} |")
-    lines += ["", f"Largest per-device batch within {memory_gb:g} GB (XLA:CPU peak, linear fit):"]
+    lines += ["", f"Largest per-device batch within {memory_gb:g} GB (XLA:{backend} peak, linear "
+              "fit):"]
     for (program, dtype, remat), batch in fits.items():
         lines.append(f"- {program} {dtype} remat={remat}: "
                      + ("plan two batch sizes or more" if batch is None else str(batch)))

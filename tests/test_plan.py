@@ -76,6 +76,26 @@ def test_bad_input_is_one_line(capsys, args, message):
 
 
 @pytest.mark.slow
+def test_rolled_loops_change_no_figure():
+    """GPUs and TPUs roll attack loops, whose body XLA counts once; an attack fixes its loops
+    when it is made, so the plan builds its programs per loop policy. Simulated here: every
+    loop rolled by default gives the same FLOPs, peaks and roofline as CPU's unrolled default."""
+    from jaxseg import runtime
+
+    config = apply_overrides(load("configs/quick.py"), [
+        "adv.mode=pgd", "adv.steps=3", "model.num_classes=21", "eval.attack=pgd", "eval.steps=5"])
+    kwargs = dict(batches=(1,), remats=("none",), dtypes=("float32",))
+    unrolled = plan.plan(config, **kwargs)
+    with runtime.loop_policy("off"):
+        rolled = plan.plan(config, **kwargs)
+    assert [r.program for r in rolled] == ["train", "eval"]
+    for a, b in zip(rolled, unrolled):
+        assert a.gflops == pytest.approx(b.gflops, rel=1e-9)
+        assert a.peak_gb == pytest.approx(b.peak_gb, rel=1e-9)
+        assert a.step_ms == pytest.approx(b.step_ms, rel=1e-9)
+
+
+@pytest.mark.slow
 def test_long_eval_attacks_are_counted_as_if_unrolled():
     import jax
     import jax.numpy as jnp

@@ -5,8 +5,9 @@ batch that fits, and a roofline step time, for abstract shapes (nothing is train
         [--remat none,full] [--dtypes float32,bfloat16] [--accelerator h100] [--memory-gb 80] \
         [--output plan.md] [--config.model.arch=fcn_resnet101 ...]
 
-Peak memory comes from XLA:CPU's memory analysis, an approximation of what XLA:GPU allocates,
-not a GPU measurement (jaxseg/plan.py says what each column is).
+Peak memory comes from the memory analysis of the backend it runs on: on a CPU-only machine
+XLA:CPU's, an approximation of what XLA:GPU allocates, not a GPU measurement (jaxseg/plan.py
+says what each column is).
 """
 
 import argparse
