@@ -15,7 +15,7 @@ The FCN-ResNet50 PGD-AT configuration (configs/coco_fcn50_at.py: 480x480 crops, 
   convolutions, the same hand-written PGD-3) in its own process first, for the ratio.
 
     python -m bench.accelerator [--batch 8] [--steps 10] [--remat none,convs,full] \
-        [--torch-dtypes bfloat16]
+        [--torch-dtypes bfloat16] [--lock FILE]
 
 On a CPU it runs too (slowly; use --size 64 --batch 1 to try it).
 Compilation dominates a short run: on an H200's host the three bf16 programs took 157 s to
@@ -29,10 +29,10 @@ import subprocess
 import sys
 import time
 
-from bench.common import machine
+from bench.common import exclusive, machine
 
 
-def torch_worker(batch, size, steps, dtype, mode):
+def torch_worker(batch, size, steps, dtype, mode, lock=None):
     """Median seconds per PyTorch train step on CUDA (or CPU), printed as one number."""
     import torch
 
@@ -76,21 +76,23 @@ def torch_worker(batch, size, steps, dtype, mode):
         optimizer.step()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(3):
-        step()
-    sync()
     times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
+    with exclusive(lock):
+        for _ in range(3):
+            step()
         sync()
-        times.append(time.perf_counter() - start)
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
     print(statistics.median(times), flush=True)
 
 
-def torch_seconds(batch, size, steps, dtype, mode):
+def torch_seconds(batch, size, steps, dtype, mode, lock=None):
     argv = [sys.executable, "-m", "bench.accelerator", "--torch-worker", dtype, mode,
             "--batch", str(batch), "--size", str(size), "--steps", str(steps)]
+    argv += ["--lock", lock] if lock else []
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode:
         tail = result.stderr.strip().splitlines()[-1:] or ["?"]
@@ -139,38 +141,37 @@ def jax_programs(config, batch, dtype, remat):
 
 
 def prepare(function, first, rest, donate):
-    """The program compiled as it runs (loops rolled) and its peak GB from XLA's memory
-    analysis on this device."""
+    """The program compiled as jaxseg runs it on this backend (GPU: loops rolled) and its peak
+    GB from XLA's memory analysis on this device."""
     import jax
 
-    from jaxseg import plan, runtime
+    from jaxseg import plan
 
-    with runtime.loop_policy("off"):
-        compiled = jax.jit(function, donate_argnums=donate).lower(first(), *rest).compile()
+    compiled = jax.jit(function, donate_argnums=donate).lower(first(), *rest).compile()
     return compiled, plan._peak_bytes(compiled) / 1e9
 
 
 def model_gflop(function, first, rest, donate):
-    """FLOPs of the program as XLA's cost analysis counts them with every loop unrolled."""
-    from jaxseg import plan, runtime
+    """FLOPs of a program built with its loops unrolled, as XLA's cost analysis counts them."""
+    from jaxseg import plan
 
-    with runtime.loop_policy("on"):
-        return plan._flops(function, (first(), *rest), donate) / 1e9
+    return plan._flops(function, (first(), *rest), donate) / 1e9
 
 
-def median_seconds(compiled, first, rest, donate, steps):
+def median_seconds(compiled, first, rest, donate, steps, lock=None):
     import jax
 
     carry = first()
     times = []
-    for i in range(steps + 2):  # two warm-up calls
-        start = time.perf_counter()
-        out = compiled(carry, *rest)
-        jax.block_until_ready(out)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-        if donate:
-            carry = out[0]
+    with exclusive(lock):
+        for i in range(steps + 2):  # two warm-up calls
+            start = time.perf_counter()
+            out = compiled(carry, *rest)
+            jax.block_until_ready(out)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+            if donate:
+                carry = out[0]
     return statistics.median(times)
 
 
@@ -192,10 +193,13 @@ def main():
                         help="remat policies, measured for the AT step in the first dtype")
     parser.add_argument("--torch-dtypes", default="bfloat16",
                         help="PyTorch references to time ('' for none)")
+    parser.add_argument("--lock", default=None,
+                        help="a file to lock while timing, for benches run side by side on one "
+                             "device (they compile in parallel and time one at a time)")
     parser.add_argument("--torch-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_worker:
-        torch_worker(args.batch, args.size, args.steps, *args.torch_worker)
+        torch_worker(args.batch, args.size, args.steps, *args.torch_worker, lock=args.lock)
         return
 
     from jaxseg.config import overrides
@@ -210,7 +214,7 @@ def main():
     torch_times = {}
     for dtype in filter(None, args.torch_dtypes.split(",")):  # first: jax takes the memory
         for mode in ("pgd", "none"):
-            seconds = torch_seconds(args.batch, size, args.steps, dtype, mode)
+            seconds = torch_seconds(args.batch, size, args.steps, dtype, mode, args.lock)
             torch_times[dtype, mode] = seconds
             if seconds:  # printed now: an XLA abort later must not lose it
                 print(f"pytorch {dtype} {'PGD-3 AT' if mode == 'pgd' else 'standard'} train step: "
@@ -218,7 +222,7 @@ def main():
 
     import jax
 
-    from jaxseg import plan
+    from jaxseg import plan, runtime
 
     key, kind = accelerator_key()
     print(f"jax {jax.__version__} on {kind}; {config.model.arch}, batch {args.batch} at "
@@ -233,8 +237,12 @@ def main():
             programs[dtype, remat] = jax_programs(config, args.batch, dtype, remat)
     program = lambda name, dtype, remat: programs[dtype, remat][name]  # noqa: E731
     start = time.perf_counter()
-    gflop = {name: model_gflop(*program(name, dtypes[0], "none"))  # FLOPs: any dtype, no remat
-             for name in ("train AT", "train standard", "eval")}
+    # FLOPs: any dtype, no remat, counted on programs built unrolled (an attack fixes its loops
+    # when it is made; XLA counts a rolled loop's body once)
+    with runtime.loop_policy("on"):
+        counted = jax_programs(config, args.batch, dtypes[0], "none")
+    gflop = {name: model_gflop(*counted[name]) for name in ("train AT", "train standard", "eval")}
+    del counted
     # XLA compiles outside the GIL: all programs at once, then each timed alone.
     with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
         compiled = {case: pool.submit(prepare, *program(*case)) for case in cases}
@@ -249,7 +257,7 @@ def main():
         name, dtype, remat = case
         executable, peak = compiled.pop(case)
         _, first, rest, donate = program(*case)
-        seconds = median_seconds(executable, first, rest, donate, args.steps)
+        seconds = median_seconds(executable, first, rest, donate, args.steps, args.lock)
         del executable
         tflops = gflop[name] / 1e3 / seconds  # remat's recomputation is not counted
         mfu = roof = ""

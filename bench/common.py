@@ -2,11 +2,28 @@
 shim live in tests/helpers/torch_reference.py; run benchmarks as `python -m bench.NAME` from the
 repository root so that both packages import.)"""
 
+import contextlib
+import fcntl
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive lock on the file `path` (None: no lock), so that benchmarks started side
+    by side on one device, to compile in parallel, time their programs one at a time."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def interleaved_medians(functions, repeats):
