@@ -38,12 +38,21 @@ compile with the memory-optimised instruction scheduler (`compiler_options`; tra
 `train.state.compile_step`, attacks, evaluation and synthesis through `runtime.jit`): together
 -11 % on the FCN-ResNet50 train step, the scheduler -3 % on the PGD-10 attack
 (docs/performance.md). GPU/TPU keep XLA's defaults (unmeasured there).
+
+Host memory on a CPU-only host (glibc): importing this module makes malloc keep what the
+process frees (`keep_freed_memory`), so that XLA:CPU's per-execution temporary buffer is reused
+instead of mapped and faulted in anew every step; JAXSEG_CPU_HEAP=system opts out.
 """
 
 import contextlib
+import ctypes
 import functools
+import importlib.metadata
+import importlib.util
 import os
+import platform
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +148,51 @@ def compiler_options():
     if jax.default_backend() == "cpu":
         return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
     return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Host memory on CPU
+
+HEAP_ENV = "JAXSEG_CPU_HEAP"
+HEAP_MODES = ("keep", "system")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt() parameters
+
+
+def _cpu_only():
+    """Whether JAX will run on the CPU alone, decided without starting a backend: JAX_PLATFORMS
+    names only cpu, or no accelerator plugin (a PJRT plugin, libtpu) is installed."""
+    platforms = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or ""
+    names = {name.strip().lower() for name in platforms.split(",") if name.strip()}
+    if names:
+        return names <= {"cpu"}
+    return not (importlib.metadata.entry_points(group="jax_plugins")
+                or importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"))
+
+
+def keep_freed_memory():
+    """On a CPU-only Linux host: glibc keeps memory the process frees for its next allocation
+    instead of handing it back to the kernel. XLA:CPU allocates a program's temporary buffer
+    afresh for every execution (1.2 GB for the FCN-ResNet50 train step at batch 4, from its
+    worker threads); by default glibc maps it anew each time and the kernel faults it in page by
+    page (about 330 000 faults, ~1 s of system time per step). With one malloc arena (a thread's
+    own arena cannot hold such a buffer and would map it), no mmap and no trimming, the heap
+    keeps it: the process stays at its peak memory, which the next step needs again anyway.
+    Applied when jaxseg.runtime is imported, before XLA starts its threads (it must: threads
+    pick their arena on their first allocation). JAXSEG_CPU_HEAP=system leaves glibc's
+    defaults. Returns whether the options are in effect."""
+    mode = os.environ.get(HEAP_ENV, "keep").strip().lower()
+    if mode not in HEAP_MODES:
+        warnings.warn(f"{HEAP_ENV}={mode!r} is not one of {', '.join(HEAP_MODES)}; leaving "
+                      "glibc's malloc defaults", stacklevel=2)
+        return False
+    if mode == "system" or platform.libc_ver()[0] != "glibc" or not _cpu_only():
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))  # -1: never trim
+    return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+FREED_MEMORY_KEPT = keep_freed_memory()
 
 
 # ---------------------------------------------------------------------------------------------
