@@ -66,17 +66,19 @@ def serve(step):
         print(time.perf_counter() - start, flush=True)
 
 
-def alternated_medians(workers, repeats, pause=1.0):
+def alternated_medians(workers, repeats, pause=1.0, environ=None):
     """Median seconds per step of each worker (name -> argv of a `python -m bench.X` that calls
-    `serve`). Each framework runs in its own process, so no thread pool of one (torch's OpenMP
-    spins after its ops) takes cores from the other; steps alternate between the workers so
-    that machine load hits them alike, with `pause` seconds between steps for spinning threads
-    to go idle. Workers start and warm up one after the other."""
+    `serve`; `environ`: name -> extra environment variables). Each framework runs in its own
+    process, so no thread pool of one (torch's OpenMP spins after its ops) takes cores from the
+    other; steps alternate between the workers so that machine load hits them alike, with
+    `pause` seconds between steps for spinning threads to go idle. Workers start and warm up
+    one after the other."""
     processes = {}
     try:
         for name, argv in workers.items():
+            env = dict(os.environ, **(environ or {}).get(name, {}))
             process = subprocess.Popen([sys.executable, "-m", *argv], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
+                                       stdout=subprocess.PIPE, text=True, env=env)
             line = process.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError(f"worker {name} failed to start: {line!r}")

@@ -6,8 +6,10 @@ Both sides: the same weights (torchvision's fresh fcn_resnet50 with seed 0, port
 (torchattacks' default). Fair: each framework runs in its own process (in one process torch's
 OpenMP threads keep spinning after each torch op and slow XLA by ~1.6x), steps alternate between
 the two processes, and the median of each is reported with the CPU model and load.
+`--glibc-heap` adds a third worker, jaxseg with glibc's malloc defaults (JAXSEG_CPU_HEAP=system,
+see jaxseg.runtime.keep_freed_memory), for the change that policy makes.
 
-    .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5]
+    .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5] [--glibc-heap]
 """
 
 import argparse
@@ -99,6 +101,8 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--glibc-heap", action="store_true",
+                        help="also time jaxseg with glibc's malloc defaults (JAXSEG_CPU_HEAP=system)")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("none", "pgd"), default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,12 +120,21 @@ def main():
     for mode, name in (("none", "standard"), ("pgd", "PGD-3 AT")):
         common = ["bench.train_speed", "--batch", str(args.batch), "--size", str(args.size),
                   "--mode", mode]
-        medians = alternated_medians({"jaxseg": common + ["--worker", "jax"],
-                                      "pytorch": common + ["--worker", "torch"]}, args.repeats)
+        workers = {"jaxseg": common + ["--worker", "jax"],
+                   "pytorch": common + ["--worker", "torch"]}
+        if args.glibc_heap:
+            workers["glibc heap"] = common + ["--worker", "jax"]
+        medians = alternated_medians(workers, args.repeats,
+                                     environ={"glibc heap": {"JAXSEG_CPU_HEAP": "system"}})
         rates = {k: args.batch / v for k, v in medians.items()}
         print(f"  {name:<9} jaxseg {medians['jaxseg']:6.2f} s/step {rates['jaxseg']:5.2f} images/s"
               f"   pytorch {medians['pytorch']:6.2f} s/step {rates['pytorch']:5.2f} images/s"
               f"   ratio {rates['jaxseg'] / rates['pytorch']:.2f}x", flush=True)
+        if args.glibc_heap:
+            before = medians["glibc heap"]
+            print(f"  {'':<9} jaxseg with glibc's malloc defaults {before:6.2f} s/step: the kept "
+                  f"heap changes the step by {100 * (medians['jaxseg'] / before - 1):+.1f} %",
+                  flush=True)
     print(f"machine after: {machine()}")
 
 
