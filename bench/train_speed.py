@@ -83,7 +83,7 @@ def jax_worker(mode, batch, size):
     state = training.create_state(variables, tx, jax.random.key(0))
     # placed as the training loop places it: an unplaced state makes the second call retrace
     # (its outputs carry the mesh in their types) and compile again
-    holder = {"state": jax.device_put(state, training.state_shardings(mesh, state))}
+    holder = {"state": runtime.place(state, training.state_shardings(mesh, state))}
     compiled = training.compile_step(training.make_train_step(model, tx, config), mesh,
                                      holder["state"])
     x, y = runtime.shard_batch(mesh, build_inputs(batch, size))

@@ -359,6 +359,20 @@ def on_every_process(check):
     raise JaxsegError(f"process {failed[0]}: {text}")
 
 
+def place(tree, shardings):
+    """`jax.device_put(tree, shardings)` for a value every process holds whole and alike (made
+    from the same seed or loaded from the same file): each process copies its own shards. In a
+    multi-process job device_put would first check that the processes agree, one collective
+    per array (hundreds for a train state, slow and at the mercy of Gloo's 30 s timeouts)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(x, sharding):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree.map(one, tree, shardings)
+
+
 def replicate(mesh, tree):
     """Place every array of `tree` whole on every device of the mesh."""
     if jax.process_count() == 1:
@@ -436,7 +450,26 @@ def initialize_distributed(mode="auto", coordinator=None, num_processes=None, pr
                           "stopping rather than running independent copies") from None
     if mode == "on" and jax.process_count() == 1:
         raise JaxsegError(f"--distributed on: the job from {launcher} has one process only")
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        _connect_cpu_collectives(timeout)
     if jax.process_index() == 0:
         print(f"distributed: {jax.process_count()} processes, {jax.local_device_count()} local "
               f"and {jax.device_count()} global devices, mesh ('{DATA_AXIS}': "
               f"{jax.device_count()}) [{launcher}]", file=sys.stderr, flush=True)
+
+
+def _connect_cpu_collectives(timeout):
+    """Open Gloo's connections between the processes now, with all of them at the same point.
+    Gloo gives the others 30 s to turn up the first time a program with collectives runs
+    (later runs wait as long as it takes), and compiling or loading data on a busy host can
+    put processes further apart than that: the first collective would fail. The coordination
+    service's barrier waits up to `timeout` seconds; the program is compiled before it."""
+    from orbax.checkpoint import multihost  # here: only multi-process CPU jobs need it
+
+    mesh = make_mesh()
+    ones = jax.make_array_from_process_local_data(
+        batch_sharding(mesh), np.ones(local_device_count(mesh), np.int32))
+    count = jax.jit(jnp.sum, out_shardings=replicated(mesh)).lower(ones).compile()
+    multihost.get_barrier_sync_fn()(key="jaxseg_connect_collectives", timeout_ms=timeout * 1000)
+    if int(count(ones)) != jax.device_count():
+        raise JaxsegError("the processes' first collective miscounted the devices")

@@ -158,3 +158,32 @@ def test_freed_memory_policy_off_cpu(monkeypatch):
     assert not runtime._cpu_only()
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert runtime._cpu_only()
+
+
+SKEWED = """
+import sys, time
+import numpy as np
+from jax.experimental import multihost_utils
+from jaxseg import runtime
+process, coordinator, delay = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+if process == 1:
+    time.sleep(delay)  # a slow start (imports, a busy host)
+runtime.initialize_distributed("on", coordinator, 2, process)
+if process == 1:
+    time.sleep(delay)  # a slow first compile
+print(multihost_utils.process_allgather(np.array([process])).ravel().tolist())
+"""
+
+
+@pytest.mark.slow
+def test_processes_further_apart_than_gloos_30_seconds_still_meet():
+    """Gloo fails a program's first collective if a process is over 30 s late; the start-up
+    connects the processes at a barrier instead, after which they may drift apart."""
+    from tests.helpers.multiprocess import finished, free_port
+
+    coordinator = f"127.0.0.1:{free_port()}"
+    runs = [subprocess.Popen([sys.executable, "-c", SKEWED, str(i), coordinator, "35"], cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for output in finished(runs, timeout=240):
+        assert output.strip().splitlines()[-1] == "[0, 1]", output

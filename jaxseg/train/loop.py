@@ -173,7 +173,7 @@ def _train(config, workdir):
     if config.adv.mode == "free":
         free_shape = (config.batch_size, *tuple(config.data.crop_size), 3)
     state = training.create_state(variables, tx, jax.random.key(config.seed), free_shape)
-    state = jax.device_put(state, training.state_shardings(mesh, state))
+    state = runtime.place(state, training.state_shardings(mesh, state))
 
     checkpoints = TrainCheckpoints(os.path.join(workdir, "checkpoints"), model,
                                    keep=config.checkpoint.keep)

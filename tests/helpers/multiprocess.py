@@ -35,12 +35,13 @@ def launch(script, *args, devices=1, processes=1):
 
 
 def finished(runs, timeout=400):
-    """The outputs of `runs`, once all exited 0."""
-    outputs = []
-    for run in runs:
-        out, _ = run.communicate(timeout=timeout)
-        assert run.returncode == 0, out[-3000:]
-        outputs.append(out)
+    """The outputs of `runs`, once all exited 0. On a failure, every run's last lines: in a
+    multi-process job the process that failed first is not always the one that reports it."""
+    outputs = [run.communicate(timeout=timeout)[0] for run in runs]
+    if any(run.returncode for run in runs):
+        raise AssertionError("\n".join(
+            f"--- run {i} (exit {run.returncode}):\n{out[-2500:]}"
+            for i, (run, out) in enumerate(zip(runs, outputs))))
     return outputs
 
 

@@ -16,6 +16,7 @@ from jaxseg import models
 from jaxseg.train import loop as trainer
 from jaxseg.train import optim
 from jaxseg.train import state as training
+from tests.helpers import multiprocess
 from tests.helpers import train_worker
 from tests.helpers import paths
 
@@ -93,9 +94,7 @@ def run_worker(workdir, output, *args, devices=1, environ=None, **popen):
 
 
 def finished(process, timeout=300):
-    out, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, out[-3000:]
-    return out
+    return multiprocess.finished([process], timeout)[0]
 
 
 def assert_same_params(a, b, atol):
@@ -125,7 +124,7 @@ def test_two_processes_train_alike(tmp_path):
         SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
         SLURM_PROCID=str(i), SLURM_LOCALID=str(i))) for i in range(2)]
     single = run_worker(tmp_path / "single", tmp_path / "single.npz", "none", devices=2)
-    outputs = [finished(run) for run in (*runs, single)]
+    outputs = multiprocess.finished([*runs, single], timeout=300)
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "proc1.npz", atol=0)
     assert_same_params(tmp_path / "proc0.npz", tmp_path / "single.npz", atol=1e-5)
     started = "distributed: 2 processes, 1 local and 2 global devices, mesh ('data': 2) [SLURM]"
