@@ -6,10 +6,13 @@ Both sides: the same weights (torchvision's fresh fcn_resnet50 with seed 0, port
 (torchattacks' default). Fair: each framework runs in its own process (in one process torch's
 OpenMP threads keep spinning after each torch op and slow XLA by ~1.6x), steps alternate between
 the two processes, and the median of each is reported with the CPU model and load.
-`--glibc-heap` adds a third worker, jaxseg with glibc's malloc defaults (JAXSEG_CPU_HEAP=system,
-see jaxseg.runtime.keep_freed_memory), for the change that policy makes.
+`--glibc-heap` adds a worker, jaxseg with glibc's malloc defaults (JAXSEG_CPU_HEAP=system,
+see jaxseg.runtime.keep_freed_memory), and `--lax-3x3` one with its 3x3 convolutions as lax
+convolutions instead of Winograd's (`jaxseg.runtime.winograd_convs`), for the change each
+policy makes.
 
     .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5] [--glibc-heap]
+        [--lax-3x3]
 """
 
 import argparse
@@ -64,17 +67,24 @@ def torch_worker(mode, batch, size):
     serve(step)
 
 
-def jax_worker(mode, batch, size):
+def jax_worker(mode, batch, size, winograd=None):
+    from jaxseg import runtime
+    from jaxseg.models import port
+
+    weights = {k: v.numpy() for k, v in reference_fcn().state_dict().items()}
+    with runtime.conv_policy(winograd_convs=winograd):  # models trace their convolutions here
+        model, variables, _ = port.port(weights)
+        _serve_jax(model, variables, mode, batch, size)  # compiles (traces the model) here
+
+
+def _serve_jax(model, variables, mode, batch, size):
     import jax
 
     from jaxseg import config as base_config
     from jaxseg import runtime
-    from jaxseg.models import port
     from jaxseg.train import optim
     from jaxseg.train import state as training
 
-    weights = {k: v.numpy() for k, v in reference_fcn().state_dict().items()}
-    model, variables, _ = port.port(weights)
     config = base_config.base()
     config.optim.lr = 0.01
     config.adv.update(mode=mode, eps=8 / 255, step_size=2 / 255, steps=3)
@@ -103,11 +113,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--glibc-heap", action="store_true",
                         help="also time jaxseg with glibc's malloc defaults (JAXSEG_CPU_HEAP=system)")
+    parser.add_argument("--lax-3x3", action="store_true",
+                        help="also time jaxseg with lax 3x3 convolutions (no Winograd)")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("none", "pgd"), default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        (jax_worker if args.worker == "jax" else torch_worker)(args.mode, args.batch, args.size)
+        if args.worker == "jax":
+            jax_worker(args.mode, args.batch, args.size, False if args.lax_3x3 else None)
+        else:
+            torch_worker(args.mode, args.batch, args.size)
         return
 
     import jax
@@ -124,6 +139,8 @@ def main():
                    "pytorch": common + ["--worker", "torch"]}
         if args.glibc_heap:
             workers["glibc heap"] = common + ["--worker", "jax"]
+        if args.lax_3x3:
+            workers["lax 3x3"] = common + ["--worker", "jax", "--lax-3x3"]
         medians = alternated_medians(workers, args.repeats,
                                      environ={"glibc heap": {"JAXSEG_CPU_HEAP": "system"}})
         rates = {k: args.batch / v for k, v in medians.items()}
@@ -134,6 +151,11 @@ def main():
             before = medians["glibc heap"]
             print(f"  {'':<9} jaxseg with glibc's malloc defaults {before:6.2f} s/step: the kept "
                   f"heap changes the step by {100 * (medians['jaxseg'] / before - 1):+.1f} %",
+                  flush=True)
+        if args.lax_3x3:
+            before = medians["lax 3x3"]
+            print(f"  {'':<9} jaxseg with lax 3x3 convolutions {before:6.2f} s/step: Winograd's "
+                  f"change the step by {100 * (medians['jaxseg'] / before - 1):+.1f} %",
                   flush=True)
     print(f"machine after: {machine()}")
 

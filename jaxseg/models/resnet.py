@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxseg import runtime
+from jaxseg.models import winograd
 
 # Rematerialisation per bottleneck block (`model.remat`): what the backward pass keeps of a
 # block's forward; the rest is recomputed. 'full': only the block's input; 'convs': also the
@@ -59,6 +60,9 @@ def conv(features, kernel, stride=1, dilation=1, bias=False, name=None, dtype=No
     """A torch-style Conv2d: explicit symmetric padding of dilation * (kernel - 1) / 2."""
     if kernel == 1 and runtime.pointwise_matmul():  # the backend policy: jaxseg.runtime
         return PointwiseConv(features, stride, bias, dtype, name=name)
+    if (kernel, stride) == (3, 1) and jnp.dtype(dtype or jnp.float32) == jnp.float32 \
+            and runtime.winograd_convs():  # the backend policy: jaxseg.runtime
+        return winograd.Conv3x3(features, dilation, bias, dtype, name=name)
     pad = dilation * (kernel - 1) // 2
     return nn.Conv(
         features,

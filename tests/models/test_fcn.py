@@ -181,7 +181,7 @@ def test_blocks_materialized_on_cpu_only_and_equal_either_way(monkeypatch):
             out = model.apply({**variables, "params": params}, x)
             return (out["out"] ** 2).mean() + (out["aux"] ** 2).mean()
         barriers = str(jax.make_jaxpr(loss)(variables["params"])).count("optimization_barrier")
-        return barriers, jax.value_and_grad(loss)(variables["params"])
+        return barriers, jax.jit(jax.value_and_grad(loss))(variables["params"])
 
     assert runtime.materialize_blocks()
     barriers, (value, grads) = traced()
