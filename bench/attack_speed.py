@@ -101,17 +101,19 @@ def matmul_peak(n=2048, reps=10):
 
 
 def attack_gflop(model, variables, images, labels, steps):
-    """XLA's flop count of one attack step (objective value + input gradient) times the steps."""
+    """XLA's flop count of one attack step (objective value + input gradient) times the steps,
+    with lax 3x3 convolutions (the model's FLOPs; Winograd's on CPU do fewer multiplications)."""
     import jax
     import jax.numpy as jnp
 
-    from jaxseg import attacks
+    from jaxseg import attacks, runtime
 
     def one_step(v, x, y):
         objective = attacks.segmentation_objective(model.apply, v, y)
         return jax.grad(lambda z: jnp.sum(objective(z, 0).values))(x)
 
-    cost = jax.jit(one_step).lower(variables, images, labels).compile().cost_analysis()
+    with runtime.conv_policy(winograd_convs=False):  # read when the step is traced
+        cost = jax.jit(one_step).lower(variables, images, labels).compile().cost_analysis()
     return steps * cost["flops"] / 1e9
 
 

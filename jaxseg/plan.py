@@ -138,6 +138,13 @@ def plan(config, batches=(1, 2, 4, 8, 16), remats=("none", "full"),
                           f"{', '.join(ACCELERATORS)}")
     if not batches or min(batches) < 1:
         raise JaxsegError(f"per-device batches must be >= 1, got {list(batches)}")
+    # The programs an accelerator runs: lax 3x3 convolutions (Winograd's are XLA:CPU's choice,
+    # with other FLOPs and buffers), whichever backend compiles the plan.
+    with runtime.conv_policy(winograd_convs=False):
+        return _plan(config, batches, remats, dtypes, accelerator, evaluation, log)
+
+
+def _plan(config, batches, remats, dtypes, accelerator, evaluation, log):
     num_classes = config.model.num_classes or 21
     height, width = (int(v) for v in config.data.crop_size)
     key = jax.random.key(0)
