@@ -8,6 +8,7 @@ import torch
 
 from jaxseg import JaxsegError, models
 from jaxseg.models import port
+from tests.helpers import policy
 from tests.helpers import torch_reference as tr
 
 
@@ -176,12 +177,7 @@ def test_blocks_materialized_on_cpu_only_and_equal_either_way(monkeypatch):
     variables = models.init(model, jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
 
-    def traced():  # a new function each time: the policy is read when jax traces it
-        def loss(params):
-            out = model.apply({**variables, "params": params}, x)
-            return (out["out"] ** 2).mean() + (out["aux"] ** 2).mean()
-        barriers = str(jax.make_jaxpr(loss)(variables["params"])).count("optimization_barrier")
-        return barriers, jax.jit(jax.value_and_grad(loss))(variables["params"])
+    traced = lambda: policy.traced_loss(model, variables, x, "optimization_barrier")  # noqa: E731
 
     assert runtime.materialize_blocks()
     barriers, (value, grads) = traced()

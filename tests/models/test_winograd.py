@@ -9,6 +9,7 @@ import pytest
 
 from jaxseg import models, runtime
 from jaxseg.models import winograd
+from tests.helpers import policy
 
 
 def lax_conv3x3(x, kernel, dilation=1):
@@ -71,13 +72,7 @@ def test_models_use_it_on_cpu_for_float32_stride_1_3x3_only(monkeypatch):
     variables = models.init(model, jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
 
-    def traced():  # a new function each time: the policy is read when jax traces it
-        def loss(params):
-            out = model.apply({**variables, "params": params}, x)
-            return (out["out"] ** 2).mean() + (out["aux"] ** 2).mean()
-        jaxpr = str(jax.make_jaxpr(loss)(variables["params"]))
-        return (jaxpr.count("conv_general_dilated"),
-                jax.jit(jax.value_and_grad(loss))(variables["params"]))
+    traced = lambda: policy.traced_loss(model, variables, x, "conv_general_dilated")  # noqa: E731
 
     assert runtime.winograd_convs()
     convolutions, (value, grads) = traced()
