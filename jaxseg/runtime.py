@@ -32,7 +32,7 @@ overrides it, for benchmarks; parameters and results are the same either way. Fl
 convolutions of stride 1, dilated or not (all but one of ResNet's, the FCN heads), run as
 Winograd F(2x2, 3x3) on CPU (`winograd_convs`): 16 batched matmuls instead of XLA:CPU's direct
 convolution, forward and backward (the FCN head's -47 %, layer3's dilated ones -63 %; the train
-step -13 % standard, -18 % AT); strided ones, bfloat16 and GPU/TPU stay lax convolutions.
+step -28 % standard, -32 % AT); strided ones, bfloat16 and GPU/TPU stay lax convolutions.
 
 Blocks and scheduling on CPU: each bottleneck block's output passes an optimization barrier
 (`materialize_blocks`), so XLA:CPU computes it once instead of fusing the block's BN / residual
