@@ -2,10 +2,10 @@
 
 import sys
 
-from jaxseg.errors import exit_on_interrupt
-
-exit_on_interrupt()  # before JAX loads: Ctrl-C at start-up exits 130 without a traceback
-from jaxseg.cli.train import main  # noqa: E402
+from jaxseg.cli import start_process
 
 if __name__ == "__main__":
+    start_process()  # before JAX loads: Ctrl-C exits 130 without a traceback; the CPU heap
+    from jaxseg.cli.train import main
+
     sys.exit(main())

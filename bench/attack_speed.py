@@ -79,6 +79,9 @@ def jax_setup(args, dtype):
 
 
 def jax_worker(args, dtype):
+    from jaxseg import runtime
+
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
     run = jax_setup(args, dtype)[0]
     run()  # warm-up: compiles
     serve(run)

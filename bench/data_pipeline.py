@@ -108,6 +108,9 @@ def main():
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed")
     parser.add_argument("--steps", type=int, default=12, help="training steps timed (each way)")
     args = parser.parse_args()
+    from jaxseg import runtime
+
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
 
     dataset = camvid(args.root, "train")
     print(f"CamVid train: {len(dataset)} images 240x180; crop {CROP[1]}x{CROP[0]}, short side "

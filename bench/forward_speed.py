@@ -20,6 +20,9 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    from jaxseg import runtime
+
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
 
     torch.manual_seed(0)
     reference = fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()

@@ -1,7 +1,7 @@
 """How loops compile on this backend: compile time and time per step of a PGD-10 attack and of a
 120-step inpainting, rolled (one `while` loop) vs unrolled (straight-line code; for the long
 descent, the CPU default: a host loop of one unrolled program of `runtime.chunk` steps). The
-figures behind the policy in jaxseg/runtime.py (docs/performance.md).
+figures behind the policy in jaxseg/runtime/loops.py (docs/performance.md).
 
     .venv/bin/python -m bench.loop_policy [--size 96,128] [--batch 4] [--repeats 3]
 
@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--descent-steps", type=int, default=120)
     args = parser.parse_args()
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
+
     height, width = (int(v) for v in args.size.split(","))
 
     _, images, labels, model, variables = scenes_and_model(height, width, args.batch)

@@ -58,6 +58,8 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
+
     print(f"FCN-ResNet50, batch {args.batch} at {args.size}x{args.size} fp32, jax {jax.__version__}, "
           f"backend {jax.default_backend()}; median of {args.repeats} interleaved")
     print(f"machine: {machine()}")

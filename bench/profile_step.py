@@ -118,6 +118,9 @@ def main():
     parser.add_argument("--mode", choices=("none", "pgd"), default="none")
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
+    from jaxseg import runtime
+
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
 
     import jax
     from jax.profiler import ProfileData

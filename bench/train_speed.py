@@ -71,6 +71,8 @@ def jax_worker(mode, batch, size, winograd=None):
     from jaxseg import runtime
     from jaxseg.models import port
 
+    runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
+
     weights = {k: v.numpy() for k, v in reference_fcn().state_dict().items()}
     with runtime.conv_policy(winograd_convs=winograd):  # models trace their convolutions here
         model, variables, _ = port.port(weights)

@@ -95,7 +95,7 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
     import jax.numpy as jnp
 
     asked = []
-    monkeypatch.setattr(runtime, "compiler_options",
+    monkeypatch.setattr(runtime.backend, "compiler_options",
                         lambda: asked.append(1) or {"xla_cpu_scheduler_type":
                                                     "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"})
 
@@ -114,9 +114,12 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
 
 
 HEAP_PROBE = """
-import resource
+import resource, sys
 import jax, jax.numpy as jnp
+import jaxseg, jaxseg.models, jaxseg.attacks, jaxseg.train, jaxseg.evaluation, jaxseg.synthesis
 from jaxseg import runtime
+
+kept = runtime.keep_freed_memory() if sys.argv[1] == "opt-in" else None
 
 def loss(w, x):
     for _ in range(3):
@@ -131,33 +134,57 @@ for _ in range(3):
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     step(w, x).block_until_ready()
-print(runtime.FREED_MEMORY_KEPT, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def test_freed_memory_is_reused_between_executions_on_cpu():
-    """By default (CPU-only host, glibc) a program's temporary buffer comes back from the heap
-    on the next execution; with glibc's defaults (JAXSEG_CPU_HEAP=system) it is mapped afresh
-    and faulted in page by page every time (~33 000 pages per execution here). The kept heap
-    still grows now and then by a buffer (another allocation took its place), so compare."""
+def test_freed_memory_is_reused_between_executions_only_after_opting_in():
+    """Importing jaxseg leaves the allocator alone: a program's temporary buffer is mapped
+    afresh and faulted in page by page every execution (~33 000 pages here), as with glibc's
+    defaults. After `runtime.keep_freed_memory()` (what the CLIs call; CPU-only host, glibc) it
+    comes back from the heap; JAXSEG_CPU_HEAP=system declines. The kept heap still grows now
+    and then by a buffer (another allocation took its place), so compare."""
     faults = {}
-    for mode in ("keep", "system"):
+    for name, how, mode in (("imported", "import", "keep"), ("kept", "opt-in", "keep"),
+                            ("declined", "opt-in", "system")):
         environ = dict(os.environ, JAXSEG_CPU_HEAP=mode, JAX_PLATFORMS="cpu")
-        result = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True,
+        result = subprocess.run([sys.executable, "-c", HEAP_PROBE, how], capture_output=True,
                                 text=True, cwd=REPO, env=environ, check=True)
         kept, count = result.stdout.split()
-        assert kept == str(mode == "keep")
-        faults[mode] = int(count)
-    assert faults["system"] > 20 * 20_000  # every execution maps its ~130 MB again
-    assert faults["keep"] < faults["system"] / 3
+        assert kept == {"imported": "None", "kept": "True", "declined": "False"}[name]
+        faults[name] = int(count)
+    assert faults["imported"] > 20 * 20_000  # every execution maps its ~130 MB again
+    assert faults["declined"] > 20 * 20_000
+    assert faults["kept"] < min(faults["imported"], faults["declined"]) / 3
+
+
+def test_the_commands_keep_freed_memory_and_importing_jaxseg_does_not(monkeypatch):
+    """`start_process()`, which every command's __main__ calls, applies the heap policy;
+    importing the command modules does not."""
+    import jaxseg.cli
+    from jaxseg.runtime import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr("jaxseg.errors.exit_on_interrupt", lambda: None)
+    import jaxseg.cli.evaluate, jaxseg.cli.prepare, jaxseg.cli.train  # noqa: E401,F401
+    assert calls == []
+    jaxseg.cli.start_process()
+    assert calls == [1]
+    for path in ["train.py", "evaluate.py", "synthesize.py", *sorted(
+            str(p.relative_to(REPO)) for p in (paths.REPO / "jaxseg" / "cli").glob("*.py"))]:
+        text = (paths.REPO / path).read_text()
+        if "def main(" in text or path.endswith(("train.py", "evaluate.py", "synthesize.py")):
+            main_block = text[text.rindex('if __name__ == "__main__":'):]
+            assert "start_process()" in main_block, path
 
 
 def test_freed_memory_policy_off_cpu(monkeypatch):
     """Never on a host whose JAX has an accelerator to run on."""
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")
-    assert not runtime._cpu_only()
+    assert not runtime.cpu_only()
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    assert runtime._cpu_only()
+    assert runtime.cpu_only()
 
 
 SKEWED = """

@@ -4,7 +4,24 @@ evaluate.py and synthesize.py are shims for the first three.
     train.py        jaxseg.train.train
     evaluate.py     jaxseg.evaluation.evaluate_checkpoints
     synthesize.py   jaxseg.synthesis.synthesize
-    python -m jaxseg.cli.port    import / export PyTorch weights (jaxseg.models.port)
-    python -m jaxseg.cli.coco    build the COCO -> VOC21 label cache
-    python -m jaxseg.cli.demo    `make demo`
+    python -m jaxseg.cli.port      import / export PyTorch weights (jaxseg.models.port)
+    python -m jaxseg.cli.prepare   fetch and arrange CamVid / VOC / COCO (jaxseg.data.prepare)
+    python -m jaxseg.cli.coco      build the COCO -> VOC21 label cache
+    python -m jaxseg.cli.plan      FLOPs, memory and step time per batch, dtype and remat
+    python -m jaxseg.cli.demo      `make demo`
+
+Every command calls `start_process()` first, before JAX runs anything.
 """
+
+
+def start_process():
+    """What a jaxseg command does to its process first: Ctrl-C exits at once with one line
+    (`errors.exit_on_interrupt`), and on a CPU-only host glibc keeps the memory XLA frees
+    between executions (`runtime.keep_freed_memory`; JAXSEG_CPU_HEAP=system opts out).
+    Importing jaxseg does neither: a library user opts in with `runtime.keep_freed_memory()`."""
+    from jaxseg.errors import exit_on_interrupt
+
+    exit_on_interrupt()  # first: Ctrl-C while JAX loads exits 130 without a traceback
+    from jaxseg.runtime import heap
+
+    heap.keep_freed_memory()

@@ -8,7 +8,8 @@ import os
 import sys
 
 from jaxseg.data.coco import coco_voc
-from jaxseg.errors import cli_guard, exit_on_interrupt
+from jaxseg.cli import start_process
+from jaxseg.errors import cli_guard
 
 
 @cli_guard
@@ -27,5 +28,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

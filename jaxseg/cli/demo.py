@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from jaxseg.errors import exit_on_interrupt
+from jaxseg.cli import start_process
 from jaxseg.io import write_text
 
 OUTPUT = "demo_output"
@@ -132,5 +132,5 @@ def write_summary():
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

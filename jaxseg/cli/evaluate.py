@@ -19,7 +19,8 @@ from jaxseg import attacks, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
 from jaxseg.cli import distributed
-from jaxseg.errors import cli_guard, exit_on_interrupt
+from jaxseg.cli import start_process
+from jaxseg.errors import cli_guard
 from jaxseg.evaluation.report import evaluate_checkpoints, markdown_table
 
 
@@ -91,5 +92,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

@@ -19,7 +19,8 @@ if __name__ == "__main__":
     planning.set_cpu_scheduler()  # before JAX starts its CPU backend
 
 from jaxseg import config as configs  # noqa: E402
-from jaxseg.errors import JaxsegError, cli_guard, exit_on_interrupt  # noqa: E402
+from jaxseg.cli import start_process  # noqa: E402
+from jaxseg.errors import JaxsegError, cli_guard  # noqa: E402
 from jaxseg.io import write_text  # noqa: E402
 
 
@@ -69,5 +70,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

@@ -11,7 +11,8 @@ import os
 import sys
 
 from jaxseg import models
-from jaxseg.errors import JaxsegError, cli_guard, exit_on_interrupt
+from jaxseg.cli import start_process
+from jaxseg.errors import JaxsegError, cli_guard
 from jaxseg.models import port
 
 
@@ -58,5 +59,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

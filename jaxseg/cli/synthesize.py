@@ -19,7 +19,8 @@ import sys
 from jaxseg import models, runtime
 from jaxseg.config.overrides import parse_keyvalues, parse_number
 from jaxseg.cli import distributed
-from jaxseg.errors import cli_guard, exit_on_interrupt
+from jaxseg.cli import start_process
+from jaxseg.errors import cli_guard
 from jaxseg.synthesis import descent, objectives
 from jaxseg.synthesis.session import MODES, Request, synthesize
 
@@ -98,5 +99,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

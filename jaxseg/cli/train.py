@@ -13,7 +13,8 @@ import sys
 
 from jaxseg import config as configs
 from jaxseg.cli import distributed
-from jaxseg.errors import cli_guard, exit_on_interrupt
+from jaxseg.cli import start_process
+from jaxseg.errors import cli_guard
 from jaxseg.train import train
 
 
@@ -33,5 +34,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    exit_on_interrupt()
+    start_process()
     sys.exit(main())

@@ -1,0 +1,145 @@
+"""How models and programs are shaped and compiled per backend: convolution forms, block
+barriers, XLA compiler options, the compute dtype. Read at trace time, so a policy applies to
+the programs traced while it is in force.
+
+Convolutions on CPU (XLA:CPU's direct convolutions run well below its matmul rate):
+- 1x1 convolutions run as matmuls over channels (`pointwise_matmul`), forward and backward.
+  On GPU/TPU they stay lax convolutions (cuDNN / the TPU's units run them as matmuls anyway,
+  and XLA:GPU in jaxlib 0.11.2 aborted compiling the FCN-ResNet50 train step at 480x480 in a
+  Triton GEMM fusion for a stride-2 matmul 1x1 convolution).
+- float32 3x3 convolutions of stride 1, dilated or not, run as Winograd F(2x2, 3x3)
+  (`winograd_convs`, jaxseg.models.winograd: 16 batched matmuls) when they have at least
+  WINOGRAD_MIN_CHANNELS input channels. Narrower ones stay lax convolutions: there Winograd's
+  programs run no faster and compile slower (`python -m bench.winograd_shapes`). Strided ones,
+  bfloat16 and GPU/TPU stay lax convolutions.
+- each bottleneck block's output passes an optimization barrier (`materialize_blocks`), so
+  XLA:CPU computes it once instead of fusing the block's BN / residual / ReLU chain into
+  several consumers of the backward pass.
+`conv_policy(...)` overrides any of them (tests, benchmarks); parameters are the same either
+way and results equal to float32 rounding.
+
+Compiler options: on CPU jaxseg's programs compile with XLA:CPU's memory-optimised scheduler
+(`compiler_options`; train steps in `train.state.compile_step`, attacks, evaluation and
+synthesis through `runtime.jit`). GPU/TPU keep XLA's defaults. Figures: docs/performance.md.
+
+Compute dtype: 'auto' computes in bfloat16 on GPU/TPU (their matrix units run bf16 at several
+times the fp32 rate) and in float32 on CPU (XLA:CPU has no fast bf16 convolutions); parameters,
+logits and losses stay float32 either way.
+"""
+
+import contextlib
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg.errors import JaxsegError
+
+# Input channels from which a float32 3x3 stride-1 convolution runs as Winograd on CPU
+# (bench.winograd_shapes; docs/performance.md).
+WINOGRAD_MIN_CHANNELS = 128
+
+_conv_override = []  # stack of conv_policy() choices: {name: True / False / None (default)}
+
+
+def _choice(name):
+    """The innermost `conv_policy` choice for `name`, or None."""
+    for choices in reversed(_conv_override):
+        if choices[name] is not None:
+            return choices[name]
+    return None
+
+
+def _on_cpu():
+    return jax.default_backend() == "cpu"
+
+
+def pointwise_matmul():
+    """Whether models traced now write 1x1 convolutions as matmuls: on CPU, unless
+    `conv_policy` says otherwise."""
+    choice = _choice("pointwise_matmul")
+    return _on_cpu() if choice is None else choice
+
+
+def materialize_blocks():
+    """Whether models traced now put an optimization barrier on each bottleneck block's output:
+    on CPU, unless `conv_policy` says otherwise."""
+    choice = _choice("materialize_blocks")
+    return _on_cpu() if choice is None else choice
+
+
+def winograd_convs(in_channels):
+    """Whether a float32 3x3 stride-1 convolution over `in_channels` input channels, traced
+    now, runs as Winograd F(2x2, 3x3): on CPU from WINOGRAD_MIN_CHANNELS channels, unless
+    `conv_policy` says otherwise (then for every width)."""
+    choice = _choice("winograd_convs")
+    if choice is not None:
+        return choice
+    return _on_cpu() and in_channels >= WINOGRAD_MIN_CHANNELS
+
+
+@contextlib.contextmanager
+def conv_policy(pointwise_matmul=None, materialize_blocks=None, winograd_convs=None):
+    """Within the block, models trace 1x1 convolutions as matmuls (True) or lax convolutions
+    (False), barriers after blocks (True) or none (False), and float32 3x3 stride-1
+    convolutions of every width as Winograd's (True) or lax's (False); None keeps the
+    backend's choice. For tests and benchmarks: parameters are the same either way, results
+    equal to float32 rounding."""
+    choices = dict(pointwise_matmul=pointwise_matmul, materialize_blocks=materialize_blocks,
+                   winograd_convs=winograd_convs)
+    _conv_override.append({k: None if v is None else bool(v) for k, v in choices.items()})
+    try:
+        yield
+    finally:
+        _conv_override.pop()
+
+
+def compiler_options():
+    """XLA options for compiling jaxseg's programs on the default backend: XLA:CPU's
+    memory-optimised scheduler, which orders a program's thunks for less live memory and less
+    concurrency (the default and the concurrency-optimised ones run independent convolutions
+    side by side on the same few cores, and are slower on the train step and the attack);
+    nothing on GPU/TPU."""
+    if _on_cpu():
+        return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+    return {}
+
+
+class jit:
+    """`jax.jit` compiling with `compiler_options()` (use as `@functools.partial(runtime.jit,
+    static_argnames=...)`). jax.jit is built on the first call, not at import: choosing the
+    options asks for the backend, which must not start before `jax.distributed.initialize`.
+    Called on traced arguments (inside an outer jit, grad or vmap) it is a plain jax.jit: jax
+    takes compiler options only on the outermost program."""
+
+    def __init__(self, fun, **jit_kwargs):
+        functools.update_wrapper(self, fun)
+        self._fun, self._jit_kwargs, self._jitted, self._nested = fun, jit_kwargs, None, None
+
+    def _built(self):
+        if self._jitted is None:
+            self._jitted = jax.jit(self._fun, compiler_options=compiler_options(),
+                                   **self._jit_kwargs)
+        return self._jitted
+
+    def __call__(self, *args, **kwargs):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._jit_kwargs)
+            return self._nested(*args, **kwargs)
+        return self._built()(*args, **kwargs)
+
+    def __getattr__(self, name):  # lower, trace, _cache_size, ...
+        return getattr(self._built(), name)
+
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(name="auto"):
+    """The models' compute dtype for `name` (see COMPUTE_DTYPES): None means float32."""
+    if name not in COMPUTE_DTYPES:
+        raise JaxsegError(f"compute dtype {name!r}; choose one of {', '.join(COMPUTE_DTYPES)}")
+    if name == "auto":
+        name = "float32" if _on_cpu() else "bfloat16"
+    return None if name == "float32" else jnp.bfloat16
