@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg import runtime
+
 
 def _pairs(a, axis):
     """(a[:-1], a[1:]) along `axis`."""
@@ -76,8 +78,10 @@ def _conv3x3(x, kernel):
 
 
 class Conv3x3(nn.Module):
-    """nn.Conv(features, (3, 3), padding=dilation, kernel_dilation=dilation) through `conv3x3`:
-    the same parameters (`kernel` [3, 3, in, out], `bias`), initialisers and values."""
+    """nn.Conv(features, (3, 3), padding=dilation, kernel_dilation=dilation), the same
+    parameters (`kernel` [3, 3, in, out], `bias`), initialisers and values, computed through
+    `conv3x3` where the backend policy says it pays (`jaxseg.runtime.winograd_convs`, read for
+    this input's channel count when traced) and as a lax convolution elsewhere."""
 
     features: int
     dilation: int = 1
@@ -91,5 +95,11 @@ class Conv3x3(nn.Module):
         bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = conv3x3(x, kernel, self.dilation)
+        d = self.dilation
+        if x.dtype == jnp.float32 and runtime.winograd_convs(x.shape[-1]):
+            y = conv3x3(x, kernel, d)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((d, d), (d, d)),
+                                             rhs_dilation=(d, d),
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y if bias is None else y + bias
