@@ -520,6 +520,28 @@ def torch_pair():
     return torch, wrapped, model, variables, images, images_t, labels_t
 
 
+def _torch_attack(torch, wrapped, torch_name, images_t, labels_t, eps, alpha, steps):
+    """(adversarial NHWC images, torchattacks' final loss: a mean over all pixels)."""
+    import torchattacks
+
+    attack = getattr(torchattacks, torch_name)(wrapped, eps=eps, alpha=alpha, steps=steps,
+                                               random_start=False)
+    adv = attack(images_t, labels_t)
+    with torch.no_grad():
+        loss = torch.nn.CrossEntropyLoss()(wrapped(adv), labels_t).item()
+    return adv.permute(0, 2, 3, 1).double().numpy(), loss
+
+
+def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps):
+    spec = attacks.make(preset, eps=eps, step_size=alpha, steps=steps, random_start=False,
+                        use_best=False)
+    x = np.asarray(attacks.attack(spec, model.apply, variables, images, labels,
+                                  jax.random.key(0)).x)
+    # Same pixel count per example, so the batch mean of per-example means is torch's mean.
+    loss = float(jnp.mean(losses.cross_entropy(model.apply(variables, x)["out"], labels)))
+    return x.astype(np.float64), loss
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, torch_name, eps, alpha", [
     ("pgd", "PGD", 8 / 255, 2 / 255),
@@ -527,28 +549,35 @@ def torch_pair():
     ("pgd_l2", "PGDL2", 0.5, 0.125),
 ])
 def test_parity_with_torchattacks(torch_pair, preset, torch_name, eps, alpha):
+    """The kernel is torchattacks' PGD: the first steps' iterates equal to float32 rounding, and
+    over 10 steps jaxseg's float32 run stays as close to the float64 trajectory (torch's, in
+    double precision) as torch's own float32 run does. A sign step turns a gradient component
+    that rounding flips into a whole step of difference, so two float32 runs drift apart on any
+    input; a fixed threshold on their distance would hold for one input and not another."""
+    import copy
+
     torch, wrapped, model, variables, images, images_t, labels_t = torch_pair
-    import torchattacks
+    run = functools.partial(_torch_attack, torch, wrapped, torch_name, images_t, labels_t, eps,
+                            alpha)
+    wrapped64 = copy.deepcopy(wrapped).double()
+    run64 = functools.partial(_torch_attack, torch, wrapped64, torch_name, images_t.double(),
+                              labels_t, eps, alpha)
+    ours = functools.partial(_jax_attack, preset, model, variables, images,
+                             jnp.asarray(labels_t.numpy().astype(np.int32)), eps, alpha)
 
-    attack_t = getattr(torchattacks, torch_name)(wrapped, eps=eps, alpha=alpha, steps=10,
-                                                 random_start=False)
-    adv_t = attack_t(images_t, labels_t)
-    with torch.no_grad():  # torchattacks' loss: nn.CrossEntropyLoss(), a mean over all pixels
-        loss_t = torch.nn.CrossEntropyLoss()(wrapped(adv_t), labels_t).item()
-    x_torch = adv_t.permute(0, 2, 3, 1).numpy()
+    # The first two steps: the same iterates (a flipped sign would move a value by a step).
+    early_jax, early_torch = ours(2)[0], run(2)[0]
+    assert np.abs(early_jax - early_torch).max() <= 1e-5 * max(1.0, alpha)
 
-    labels = jnp.asarray(labels_t.numpy().astype(np.int32))
-    spec = attacks.make(preset, eps=eps, step_size=alpha, steps=10, random_start=False,
-                        use_best=False)
-    x_jax = np.asarray(attacks.attack(spec, model.apply, variables, images, labels,
-                                      jax.random.key(0)).x)
-    # Same pixel count per example, so the batch mean of per-example means is torch's mean.
-    loss_j = float(jnp.mean(losses.cross_entropy(model.apply(variables, x_jax)["out"], labels)))
-
-    diff = np.abs(x_jax - x_torch)
-    rel_loss = abs(loss_j - loss_t) / abs(loss_t)
-    print(f"\n{preset}: mean|dx|/eps={diff.mean() / eps:.4f} loss jax={loss_j:.5f} "
-          f"torch={loss_t:.5f} rel={rel_loss:.2e} values differing (>1e-6)="
-          f"{(diff > 1e-6).mean():.3%} by more than alpha/2={(diff > alpha / 2).mean():.3%}")
-    assert diff.mean() <= 0.1 * eps
-    assert rel_loss <= 0.02
+    (x_jax, loss_jax), (x_torch, loss_torch), (x_exact, loss_exact) = ours(10), run(10), run64(10)
+    drift_jax = np.abs(x_jax - x_exact).mean() / eps
+    drift_torch = np.abs(x_torch - x_exact).mean() / eps
+    between = np.abs(x_jax - x_torch).mean() / eps
+    print(f"\n{preset}: mean|dx|/eps from the float64 run: jaxseg {drift_jax:.4f}, torch "
+          f"{drift_torch:.4f}; between them {between:.4f}; loss jax={loss_jax:.5f} "
+          f"torch={loss_torch:.5f} float64={loss_exact:.5f}")
+    floor = 1e-3  # where float32 keeps to the float64 path (L2 steps: no sign to flip)
+    assert drift_jax <= 2 * drift_torch + floor
+    assert between <= 3 * drift_torch + floor
+    # Both reach the same loss, as far from the float64 run's as torch's float32 run is.
+    assert abs(loss_jax - loss_exact) <= 2 * abs(loss_torch - loss_exact) + 0.01 * loss_exact
