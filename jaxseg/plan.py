@@ -223,7 +223,9 @@ def largest_batch(rows, memory_gb):
             fits[group] = None
             continue
         slope, intercept = np.polyfit(*zip(*points), 1)
-        fits[group] = max(0, int((memory_gb - intercept) // slope)) if slope > 0 else None
+        # a hair of slack: a line fitted through exact points lands 1e-14 off an integer
+        fits[group] = max(0, int(np.floor((memory_gb - intercept) / slope + 1e-9))) \
+            if slope > 0 else None
     return fits
 
 

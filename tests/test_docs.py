@@ -95,3 +95,21 @@ def test_shell_commands_use_existing_flags(path, argv, line):
             flag = token.split("=", 1)[0]
             assert re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", text), \
                 f"{path.name}: {flag} is not a flag of {' '.join(program)} ({line})"
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout lists every module of the package (a new one must be placed)."""
+    text = (paths.REPO / "README.md").read_text()
+    layout = blocks_after(text, "## Layout")
+    package = paths.REPO / "jaxseg"
+    missing = [str(path.relative_to(paths.REPO)) for path in sorted(package.rglob("*.py"))
+               if path.name != "__init__.py" and not re.search(rf"\b{re.escape(path.name)}",
+                                                                 layout)]
+    missing += [f"jaxseg/{d.name}/" for d in sorted(package.iterdir())
+                if d.is_dir() and (d / "__init__.py").exists() and f"{d.name}/" not in layout]
+    assert not missing, f"README's layout omits {missing}"
+
+
+def blocks_after(text, heading):
+    """The first fenced block after `heading`."""
+    return FENCE.search(text[text.index(heading):])[2]

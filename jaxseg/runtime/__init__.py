@@ -12,7 +12,7 @@ Importing jaxseg.runtime changes nothing in the process; `keep_freed_memory()` i
 with a process-wide effect, and only the command-line tools (and benchmarks) make it.
 """
 
-from jaxseg.runtime.backend import (COMPUTE_DTYPES, WINOGRAD_MIN_CHANNELS, compiler_options,
+from jaxseg.runtime.backend import (COMPUTE_DTYPES, WINOGRAD_MIN_MACS, compiler_options,
                                     compute_dtype, conv_policy, jit, materialize_blocks,
                                     pointwise_matmul, winograd_convs)
 from jaxseg.runtime.cluster import (DISTRIBUTED_MODES, cluster_environment,
@@ -26,7 +26,7 @@ from jaxseg.runtime.mesh import (DATA_AXIS, all_rows, batch_sharding, is_main_pr
                                  to_host)
 
 __all__ = [
-    "COMPUTE_DTYPES", "WINOGRAD_MIN_CHANNELS", "compiler_options", "compute_dtype",
+    "COMPUTE_DTYPES", "WINOGRAD_MIN_MACS", "compiler_options", "compute_dtype",
     "conv_policy", "jit", "materialize_blocks", "pointwise_matmul", "winograd_convs",
     "DISTRIBUTED_MODES", "cluster_environment", "initialize_distributed",
     "HEAP_ENV", "HEAP_MODES", "cpu_only", "keep_freed_memory",

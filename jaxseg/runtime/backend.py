@@ -8,9 +8,11 @@ Convolutions on CPU (XLA:CPU's direct convolutions run well below its matmul rat
   and XLA:GPU in jaxlib 0.11.2 aborted compiling the FCN-ResNet50 train step at 480x480 in a
   Triton GEMM fusion for a stride-2 matmul 1x1 convolution).
 - float32 3x3 convolutions of stride 1, dilated or not, run as Winograd F(2x2, 3x3)
-  (`winograd_convs`, jaxseg.models.winograd: 16 batched matmuls) when they have at least
-  WINOGRAD_MIN_CHANNELS input channels. Narrower ones stay lax convolutions: there Winograd's
-  programs run no faster and compile slower (`python -m bench.winograd_shapes`). Strided ones,
+  (`winograd_convs`, jaxseg.models.winograd: 16 batched matmuls) when a call does at least
+  WINOGRAD_MIN_MACS multiply-adds. Winograd's form runs 35-55 % faster than XLA:CPU's direct
+  convolution at nearly every shape but compiles ~0.6 s slower per convolution (5-6x lax's;
+  `python -m bench.winograd_shapes`); below that size a call saves under ~2 ms, which a program
+  run once or a few hundred times (tests, short evaluations) never earns back. Strided ones,
   bfloat16 and GPU/TPU stay lax convolutions.
 - each bottleneck block's output passes an optimization barrier (`materialize_blocks`), so
   XLA:CPU computes it once instead of fusing the block's BN / residual / ReLU chain into
@@ -35,9 +37,11 @@ import jax.numpy as jnp
 
 from jaxseg.errors import JaxsegError
 
-# Input channels from which a float32 3x3 stride-1 convolution runs as Winograd on CPU
-# (bench.winograd_shapes; docs/performance.md).
-WINOGRAD_MIN_CHANNELS = 128
+# Multiply-adds per call (9 x batch x height x width x in x out channels) from which a float32
+# 3x3 stride-1 convolution runs as Winograd on CPU (bench.winograd_shapes; docs/performance.md).
+# FCN-ResNet50 at 224, batch 4: every such convolution (layer1's: 4.6e8); the tests' models at
+# 32x32: none.
+WINOGRAD_MIN_MACS = 1e8
 
 _conv_override = []  # stack of conv_policy() choices: {name: True / False / None (default)}
 
@@ -68,21 +72,23 @@ def materialize_blocks():
     return _on_cpu() if choice is None else choice
 
 
-def winograd_convs(in_channels):
-    """Whether a float32 3x3 stride-1 convolution over `in_channels` input channels, traced
-    now, runs as Winograd F(2x2, 3x3): on CPU from WINOGRAD_MIN_CHANNELS channels, unless
-    `conv_policy` says otherwise (then for every width)."""
+def winograd_convs(input_shape, features):
+    """Whether a float32 3x3 stride-1 convolution of an NHWC input of `input_shape` into
+    `features` channels, traced now, runs as Winograd F(2x2, 3x3): on CPU from
+    WINOGRAD_MIN_MACS multiply-adds per call, unless `conv_policy` says otherwise (then at
+    every size)."""
     choice = _choice("winograd_convs")
     if choice is not None:
         return choice
-    return _on_cpu() and in_channels >= WINOGRAD_MIN_CHANNELS
+    batch, height, width, channels = input_shape
+    return _on_cpu() and 9.0 * batch * height * width * channels * features >= WINOGRAD_MIN_MACS
 
 
 @contextlib.contextmanager
 def conv_policy(pointwise_matmul=None, materialize_blocks=None, winograd_convs=None):
     """Within the block, models trace 1x1 convolutions as matmuls (True) or lax convolutions
     (False), barriers after blocks (True) or none (False), and float32 3x3 stride-1
-    convolutions of every width as Winograd's (True) or lax's (False); None keeps the
+    convolutions of every size as Winograd's (True) or lax's (False); None keeps the
     backend's choice. For tests and benchmarks: parameters are the same either way, results
     equal to float32 rounding."""
     choices = dict(pointwise_matmul=pointwise_matmul, materialize_blocks=materialize_blocks,

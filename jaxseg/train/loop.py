@@ -120,17 +120,37 @@ def _eval_specs(config):
     return specs
 
 
-def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir):
+def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir,
+              announce=False):
+    """Evaluate on `eval_ds` under each spec and log it; `announce` (the final evaluation): say
+    what runs, show a bar per attack, and print the figures and where they went."""
     loader = lambda: data.eval_loader(eval_ds, config.eval.batch_size,  # noqa: E731
                                       short_side=config.data.eval_short_side,
                                       pad_to=config.data.eval_pad_to)
+    speaking = announce and jax.process_index() == 0
+    source = config.data.eval or config.data.train
+    if speaking:
+        print(f"final evaluation at step {step}: {', '.join(_describe(n, s) for n, s in specs.items())}"
+              f" on {len(eval_ds)} images of {source} ({config.data.eval_split})",
+              file=sys.stderr, flush=True)
     results = {}
     for name, spec in specs.items():
-        results[name] = evaluation.evaluate(model, variables, loader(), {name: spec},
-                                            jax.random.key(step), mesh,
-                                            eval_ds.info.class_names)[name]
+        bar = _image_bar(name, len(eval_ds)) if speaking else None
+        try:
+            results[name] = evaluation.evaluate_attack(
+                model, variables, loader(), spec, jax.random.key(step), mesh,
+                eval_ds.info.class_names, progress=bar.update if bar else None)[0]
+        finally:
+            if bar is not None:
+                bar.close()
         log.write(step, f"eval_{name}", {"pixel_acc": results[name]["pixel_acc"],
                                          "miou": results[name]["miou"]})
+        if speaking:
+            print(f"  {name}: pixel accuracy {100 * results[name]['pixel_acc']:.1f} %, mIoU "
+                  f"{100 * results[name]['miou']:.1f} %", file=sys.stderr, flush=True)
+    if speaking and log.enabled:
+        print(f"  written to {log.path} (kinds {', '.join(f'eval_{n}' for n in specs)})",
+              file=sys.stderr, flush=True)
     if config.eval.samples and jax.process_index() == 0:
         batch = next(iter(loader()))
         count = min(config.eval.samples, int(np.sum(batch["valid"])))
@@ -138,6 +158,18 @@ def _evaluate(model, variables, config, eval_ds, specs, mesh, step, log, workdir
             os.path.join(workdir, "samples", f"step_{step:06d}.png"), model, variables,
             batch["image"][:count], batch["label"][:count], eval_ds.info, specs)
     return results
+
+
+def _describe(name, spec):
+    if spec is None:
+        return name
+    return f"{name} (eps {float(spec.eps):.4g}, {spec.steps} steps)"
+
+
+def _image_bar(name, total):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"  {name}", unit="image", dynamic_ncols=True, file=sys.stderr)
 
 
 def train(config, workdir):
@@ -210,8 +242,10 @@ def _train(config, workdir):
                     save(step)
                     last_saved = step
                 if step % config.eval.every == 0 or step == config.steps:
+                    if step == config.steps:
+                        progress.close()  # the final evaluation's own bars follow
                     _evaluate(model, state.variables, config, eval_ds, specs, mesh, step, log,
-                              workdir)
+                              workdir, announce=step == config.steps)
                 if signals.received:
                     stopped_by = signals.received
                     break

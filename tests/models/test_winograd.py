@@ -66,37 +66,36 @@ def test_module_has_nn_convs_parameters_and_values(dilation):
     assert relative_error(ours.apply(params, x), theirs.apply(params, x)) < 1e-5
 
 
-def test_models_use_it_on_cpu_for_wide_float32_stride_1_3x3_only(monkeypatch):
-    """The backend policy: on CPU, Winograd for float32 stride-1 3x3 convolutions with at
-    least WINOGRAD_MIN_CHANNELS input channels (narrower ones stay lax's: they compile slower
-    and run no faster as Winograd's), every one of them under conv_policy(winograd_convs=True);
-    the same parameters, outputs and parameter gradients whichever form runs."""
+def test_models_use_it_on_cpu_for_large_float32_stride_1_3x3_only(monkeypatch):
+    """The backend policy: on CPU, Winograd for float32 stride-1 3x3 convolutions of at least
+    WINOGRAD_MIN_MACS multiply-adds per call (smaller ones stay lax's: they compile slower and
+    save too little), every one of them under conv_policy(winograd_convs=True); the same
+    parameters, outputs and parameter gradients whichever form runs."""
+    threshold = runtime.WINOGRAD_MIN_MACS
+    assert runtime.winograd_convs((4, 56, 56, 64), 64)  # FCN-ResNet50's smallest at 224
+    assert not runtime.winograd_convs((2, 8, 8, 64), 64)  # the tests' models
+    side = int((threshold / 9) ** 0.5) + 1  # batch 1, 1 channel in and out, side x side
+    assert runtime.winograd_convs((1, side, side, 1), 1)
+    assert not runtime.winograd_convs((1, side - 2, side - 2, 1), 1)
+
     model = models.fcn("fcn_resnet14_w8", num_classes=5)
     variables = models.init(model, jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
-    threshold = runtime.WINOGRAD_MIN_CHANNELS
-    assert runtime.winograd_convs(threshold) and not runtime.winograd_convs(threshold - 1)
-
     traced = lambda: policy.traced_loss(model, variables, x, "conv_general_dilated")  # noqa: E731
-    # fcn_resnet14_w8's 3x3 convolutions by input channels: the stem (7x7, strided), layer1
-    # (8), layer2 (16, strided), layer3 (32, dilated), layer4 (64, dilated), the aux head (128)
-    # and the head (256)
     counts, results = {}, {}
     for name, choice in (("default", None), ("all", True), ("none", False)):
         with runtime.conv_policy(winograd_convs=choice):
             counts[name], results[name] = traced()
-    narrow = sum(1 for width in (8, 32, 64, 128, 256) if width < threshold)
+    # fcn_resnet14_w8 has 7 3x3 convolutions (the stem is 7x7): 5 of stride 1, all small here
     assert counts["all"] == 2  # the stem and layer2's strided 3x3 stay lax's
-    assert counts["default"] == 2 + narrow
-    assert counts["none"] == 2 + 5
-    for name in ("default", "all"):
-        value, grads = results[name]
-        np.testing.assert_allclose(value, results["none"][0], rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(results["none"][1])):
-            assert relative_error(a, b) < 1e-4
+    assert counts["default"] == counts["none"] == 2 + 5
+    value, grads = results["all"]
+    np.testing.assert_allclose(value, results["none"][0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(results["none"][1])):
+        assert relative_error(a, b) < 1e-4
     with runtime.conv_policy(winograd_convs=True):
         bf16 = models.fcn("fcn_resnet14_w8", num_classes=5, dtype=jnp.bfloat16)
         assert str(jax.make_jaxpr(bf16.apply)(variables, x)).count("conv_general_dilated") == \
             counts["none"]  # every bfloat16 convolution stays lax's
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert not runtime.winograd_convs(4096)
+    assert not runtime.winograd_convs((64, 480, 480, 512), 512)
