@@ -2,8 +2,9 @@
 
     python train.py --config configs/camvid_standard.py --workdir workdirs/camvid_standard
 
-Expects the shared CamVid copy at ../shared/data/camvid (override with
---config.data.train=camvid:/path/to/camvid). Same architecture and budget as camvid_at.py.
+Reads data/camvid, where `python -m jaxseg.cli.prepare camvid --download` puts CamVid at 240x180
+(elsewhere: --config.data.train=camvid:/path/to/camvid). Same architecture and budget as
+camvid_at.py.
 """
 
 from jaxseg.config import base
@@ -12,7 +13,7 @@ from jaxseg.config import base
 def get_config():
     config = base()
     config.model.arch = "fcn_resnet26_w16"
-    config.data.train = "camvid:../shared/data/camvid"
+    config.data.train = "camvid:data/camvid"  # what `prepare camvid` creates
     config.data.train_split = "train"
     config.data.eval_split = "val"
     config.data.crop_size = (160, 160)

@@ -1,14 +1,18 @@
 """The CamVid experiment (docs/RESULTS.md): standard vs PGD-AT FCN, robustness and synthesis.
 
+    python -m jaxseg.cli.prepare camvid --download     # once: data/camvid, CamVid at 240x180
     python experiments/camvid.py                       # everything, in order (hours on 2 cores)
     python experiments/camvid.py --runs /scratch/runs  # workdirs elsewhere
+    python experiments/camvid.py --smoke               # every step on 2 images, 2 steps each
 
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand.
 Training resumes from its workdir if interrupted and is skipped once complete; an evaluation or
-synthesis whose results file exists is skipped too (delete its directory to redo it). Raw outputs go to
-RUNS/results/ (not in git); the small ones are then published to docs/results/camvid/: tables
-(markdown + JSON), the robustness curve, and the image grids as JPEG (the PNG grids are
-megabytes of photographs), plus summary.md and timings.json.
+synthesis whose results file exists is skipped too (delete its directory to redo it). Raw
+outputs go to RUNS/results/ (not in git); the small ones are then published to --publish
+(docs/results/camvid/): tables (markdown + JSON), the robustness curve, and the image grids as
+JPEG (the PNG grids are megabytes of photographs), plus summary.md and timings.json.
+--smoke checks a setup in minutes (the data, every command, the summary): its figures mean
+nothing, and it publishes to RUNS/smoke_published unless --publish says otherwise.
 """
 
 import argparse
@@ -21,7 +25,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = ["--data", "camvid:../shared/data/camvid", "--split", "val"]
+DATA = "camvid:data/camvid"  # where `python -m jaxseg.cli.prepare camvid` puts it
 PUBLISH = os.path.join("docs", "results", "camvid")
 MODELS = ("standard", "at")
 NAMES = {"standard": "standard", "at": "AT"}
@@ -46,7 +50,7 @@ EVALUATIONS = {  # name -> (eps, flags)
 INPAINT = ["--steps", "60", "--step-size", "3.0", "--lambda", "1000"]
 GENERATE = ["--steps", "60", "--step-size", "5.0"]
 # Runs of 60 steps (x restarts) compile unrolled: 3.7x faster per step on XLA:CPU than the
-# backend default (rolled past 32 steps); see jaxseg/runtime.py and docs/performance.md.
+# backend default (rolled past 32 steps); see jaxseg/runtime/loops.py and docs/performance.md.
 UNROLLED = {"eval_strong", "inpaint_boxes", "inpaint_cars", "generate"}
 SPREAD = list(range(0, 96, 12))  # 8 val images from across the sequence
 SYNTHESES = ("inpaint_boxes", "inpaint_cars", "generate", "inpaint_cars_recipe")
@@ -67,7 +71,7 @@ def run(command, timings, label, done=None):
     print(f"  ({timings[label]:.0f} s)", flush=True)
 
 
-def car_images(count=8, data=DATA[1]):
+def car_images(data, count=8):
     """`count` val images of `data`, spread over the sequence, whose car pixels are within
     CAR_PIXELS."""
     import numpy as np
@@ -80,60 +84,115 @@ def car_images(count=8, data=DATA[1]):
     return found[::stride][:count]
 
 
+# --smoke: the same commands on a few images, with every budget cut to a step or two.
+SMOKE_TRAIN = ["--config.steps=2", "--config.batch_size=2", "--config.data.crop_size=(64,64)",
+               "--config.eval.num_images=2", "--config.eval.steps=1", "--config.eval.samples=0",
+               "--config.adv.steps=1", "--config.checkpoint.every=2"]
+SMOKE_EVAL = ["--num-images", "2", "--steps", "1", "--restarts", "1"]
+SMOKE_SYNTH = ["--steps", "2"]
+SMOKE_IMAGES = 2
+
+
+def _smoke(flags, smoke):
+    """`flags` with the budget flags dropped (their values too) for a smoke run."""
+    if not smoke:
+        return flags
+    kept, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag in ("--steps", "--restarts", "--eps-curve"):
+            skip = True
+            if flag == "--eps-curve":
+                kept += ["--eps-curve", "0,4/255"]
+        else:
+            kept.append(flag)
+    return kept
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=DATA,
+                        help="the prepared CamVid copy (default: %(default)s)")
     parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
+    parser.add_argument("--publish", default=None,
+                        help=f"where the tables and grids go (default: {PUBLISH}; with --smoke "
+                        "RUNS/smoke_published)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every step on 2 images with 1-2 steps each: checks the setup")
     args = parser.parse_args()
     os.chdir(ROOT)
+    smoke = args.smoke
+    publish_to = args.publish or (os.path.join(args.runs, "smoke_published") if smoke
+                                  else PUBLISH)
+    data = ["--data", args.data, "--split", "val"]
+    check_data(args.data)
     results = os.path.join(args.runs, "results")
-    old = os.path.join(PUBLISH, "timings.json")
+    old = os.path.join(publish_to, "timings.json")
     timings = json.load(open(old)) if os.path.exists(old) else {}
     workdirs = {m: os.path.join(args.runs, f"camvid_{m}") for m in MODELS}
     for m in MODELS:
-        run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m]],
+        run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m],
+             f"--config.data.train={args.data}", *(SMOKE_TRAIN if smoke else [])],
             timings, f"train_{m} (this call; a resumed run counts only its last part)")
     checkpoints = [a for m in MODELS for a in ("--checkpoint", workdirs[m], "--name", NAMES[m])]
     for name, (eps, extra) in EVALUATIONS.items():
         out = os.path.join(results, name)
-        run(["evaluate.py", *checkpoints, *DATA, "--eps", eps, *extra, "--output", out],
+        run(["evaluate.py", *checkpoints, *data, "--eps", eps, *_smoke(extra, smoke),
+             *(SMOKE_EVAL if smoke else []), "--output", out],
             timings, name, done=os.path.join(out, "results.json"))
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
+    spread = SPREAD[:1] if smoke else SPREAD
+    cars = car_images(args.data, SMOKE_IMAGES if smoke else 8)
     synth = {
-        "inpaint_boxes": ["inpaint", *index(SPREAD), "--mask", "random:2", *INPAINT],
-        "inpaint_cars": ["inpaint", *index(car_images()), "--mask", f"class:{CAR}", *INPAINT],
-        "generate": ["generate", *index(SPREAD), *GENERATE],
+        "inpaint_boxes": ["inpaint", *index(spread), "--mask", "random:2", *INPAINT],
+        "inpaint_cars": ["inpaint", *index(cars), "--mask", f"class:{CAR}", *INPAINT],
+        "generate": ["generate", *index(spread), *GENERATE],
         # Santurkar's recipe as published (720 steps, lam 10, step 0.1 scaled to the image).
-        "inpaint_cars_recipe": ["inpaint", *index(car_images()), "--mask", f"class:{CAR}"],
+        "inpaint_cars_recipe": ["inpaint", *index(cars), "--mask", f"class:{CAR}"],
     }
     for name, extra in synth.items():
         out = os.path.join(results, name)
-        run(["synthesize.py", extra[0], *checkpoints, *DATA, *extra[1:], "--output", out],
+        run(["synthesize.py", extra[0], *checkpoints, *data, *_smoke(extra[1:], smoke),
+             *(SMOKE_SYNTH if smoke else []), "--output", out],
             timings, name, done=os.path.join(out, "metrics.json"))
-    publish(results, timings)
+    publish(results, timings, publish_to)
 
 
-def publish(results, timings):
-    """Copy the small outputs into docs/results/camvid and write summary.md from them."""
+def check_data(spec):
+    """Stop with one line, before any work, when the CamVid copy is missing."""
+    from jaxseg.data import get_dataset
+    from jaxseg.errors import JaxsegError
+
+    try:
+        get_dataset(spec, split="val")
+    except JaxsegError as err:
+        sys.exit(f"error: {err}; fetch CamVid first: python -m jaxseg.cli.prepare camvid "
+                 "--download (or pass --data camvid:PATH)")
+
+
+def publish(results, timings, where=PUBLISH):
+    """Copy the small outputs into `where` and write summary.md from them."""
     from PIL import Image
 
-    os.makedirs(PUBLISH, exist_ok=True)
+    os.makedirs(where, exist_ok=True)
     for name in EVALUATIONS:
         for filename in ("results.md", "results.json", "curve.json", "curve.png"):
             source = os.path.join(results, name, filename)
             if os.path.exists(source):
-                shutil.copy(source, os.path.join(PUBLISH, f"{name}_{filename}"))
+                shutil.copy(source, os.path.join(where, f"{name}_{filename}"))
     for name in SYNTHESES:
         shutil.copy(os.path.join(results, name, "metrics.json"),
-                    os.path.join(PUBLISH, f"{name}_metrics.json"))
+                    os.path.join(where, f"{name}_metrics.json"))
         grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
-        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=90)
-    with open(os.path.join(PUBLISH, "timings.json"), "w") as f:
+        grid.save(os.path.join(where, f"{name}_grid.jpg"), quality=90)
+    with open(os.path.join(where, "timings.json"), "w") as f:
         json.dump(timings, f, indent=2)
-    text = summary()
-    with open(os.path.join(PUBLISH, "summary.md"), "w") as f:
+    text = summary(where)
+    with open(os.path.join(where, "summary.md"), "w") as f:
         f.write(text)
     print("\n" + text)
-    print(f"published to {PUBLISH}/")
+    print(f"published to {where}/")
 
 
 def summary(directory=PUBLISH):
