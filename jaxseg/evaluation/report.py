@@ -127,8 +127,9 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     specs = {"clean": None, **make_attacks(attacks, eps=eps, steps=steps, step_size=step_size,
                                            restarts=restarts, loss=loss, class_weights=weights,
                                            norm=norm)}
-    if eps_curve:
-        attack_presets.make(curve_attack, eps=max(eps_curve), steps=steps)  # validate
+    if eps_curve:  # validate every point before any work (the curve runs in --norm's ball)
+        for value in eps_curve:
+            attack_presets.make(curve_attack, eps=value, steps=steps, norm=norm)
     runtime.on_every_process(lambda: prepare_dir(output, "output") if main else None)
 
     loader = lambda: datasets.eval_loader(dataset, batch_size, short_side=short_side,  # noqa: E731
@@ -171,8 +172,11 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
         if eps_curve:
             curves[name] = []
             for value in eps_curve:
-                spec = attack_presets.make(curve_attack, eps=value, steps=steps)
-                matrix = confusion.confusion_over(model, variables, loader(), spec, key)
+                spec = attack_presets.make(curve_attack, eps=value, steps=steps, norm=norm)
+                with _progress(f"{name} curve {_eps_text(value, norm)}", len(dataset),
+                               quiet) as bar:
+                    matrix = confusion.evaluate_split(model, variables, loader(), spec, key,
+                                                      progress=bar.update).confusion
                 curves[name].append((value, metrics.summarize(matrix)))
 
     if not main:
@@ -188,11 +192,36 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                 "checkpoints": dict(zip(names, checkpoints)), "results": results})
     if curves:
         write_json(os.path.join(output, "curve.json"), {
-            "attack": curve_attack, "steps": steps, "curves": {
+            "attack": curve_attack, "steps": steps, "norm": norm or "linf", "curves": {
                 n: [{"eps": e, "pixel_acc": s["pixel_acc"], "miou": s["miou"]} for e, s in pts]
                 for n, pts in curves.items()}})
-        robustness_curve(curves, os.path.join(output, "curve.png"), attack=curve_attack)
+        robustness_curve(curves, os.path.join(output, "curve.png"), attack=curve_attack,
+                         norm=norm)
+        log(curve_table(curves, curve_attack, norm))
+        log(f"curve written to {os.path.join(output, 'curve.json')} and "
+            f"{os.path.join(output, 'curve.png')}")
+    else:  # a curve of an earlier run in this folder would read as this run's
+        for stale in ("curve.json", "curve.png"):
+            if os.path.exists(os.path.join(output, stale)):
+                os.remove(os.path.join(output, stale))
     return results
+
+
+def _eps_text(eps, norm):
+    return f"L2 {eps:.4g}" if norm == "l2" else f"{255 * eps:.4g}/255"
+
+
+def curve_table(curves, attack="pgd", norm=None):
+    """curves: {model name: [(eps, summary), ...]} -> markdown, one row per eps."""
+    names = list(curves)
+    lines = [f"| eps ({attack}{', L2' if norm == 'l2' else ''}) | "
+             + " | ".join(f"{n} acc / mIoU" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for i, (eps, _) in enumerate(curves[names[0]]):
+        cells = [f"{100 * curves[n][i][1]['pixel_acc']:.1f} / {100 * curves[n][i][1]['miou']:.1f}"
+                 for n in names]
+        lines.append(f"| {_eps_text(eps, norm)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _table_summary(summary):
@@ -256,8 +285,9 @@ def markdown_table(rows, title="model"):
     return "\n".join(lines)
 
 
-def robustness_curve(curves, path, metric="miou", attack="pgd"):
-    """curves: {model name: [(eps, summary), ...]} -> a line plot of `metric` (percent) vs eps*255."""
+def robustness_curve(curves, path, metric="miou", attack="pgd", norm=None):
+    """curves: {model name: [(eps, summary), ...]} -> a line plot of `metric` (percent) vs eps
+    (x/255 for L-inf, the per-image L2 radius for norm 'l2')."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,9 +295,10 @@ def robustness_curve(curves, path, metric="miou", attack="pgd"):
 
     figure, axis = plt.subplots(figsize=(5, 3.5), dpi=120)
     for name, points in curves.items():
-        axis.plot([255 * eps for eps, _ in points], [100 * s[metric] for _, s in points],
+        scale = 1.0 if norm == "l2" else 255.0
+        axis.plot([scale * eps for eps, _ in points], [100 * s[metric] for _, s in points],
                   marker="o", label=name)
-    axis.set_xlabel("eps (x/255)")
+    axis.set_xlabel("L2 eps (per image)" if norm == "l2" else "eps (x/255)")
     axis.set_ylabel({"miou": "mIoU (%)", "pixel_acc": "pixel accuracy (%)"}.get(metric, metric))
     axis.set_title(f"{attack} robustness")
     axis.grid(alpha=0.3)

@@ -55,6 +55,20 @@ def test_table_json_and_curve(ported, tmp_path):
     curve = json.loads((out / "curve.json").read_text())["curves"]["Pre"]
     # eps 0 is the clean model: the curve's first point equals the clean row.
     assert curve[0]["eps"] == 0 and curve[0]["pixel_acc"] == pytest.approx(clean["pixel_acc"])
+    # the curve is printed as a table with where it was written
+    assert "| eps (pgd) | Pre acc / mIoU |" in result.stdout and "| 8/255 |" in result.stdout
+    assert f"curve written to {out / 'curve.json'} and {out / 'curve.png'}" in result.stdout
+
+    # --norm l2 applies to the curve too (eps 0.5 is an L2 radius, not 127.5/255); a run
+    # without a curve leaves no earlier curve beside its results
+    result = run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--norm", "l2",
+                 "--steps", "1", "--eps", "0.5", "--eps-curve", "0.5", "--output", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "curve.json").read_text())
+    assert report["norm"] == "l2" and "| L2 0.5 |" in result.stdout
+    assert run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--output",
+               out).returncode == 0
+    assert not (out / "curve.json").exists() and not (out / "curve.png").exists()
 
 
 @pytest.mark.slow
