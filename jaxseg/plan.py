@@ -67,6 +67,13 @@ class Row:
     step_ms: float  # roofline estimate on the accelerator
     images_per_s: float
 
+    def line(self):
+        """One line for the log while the plan compiles."""
+        kept = "" if self.kept_gb is None else f", kept {self.kept_gb:.2f} GB"
+        return (f"{self.program} {self.dtype} remat={self.remat} batch {self.batch}/device: "
+                f"{self.gflops:,.0f} GFLOP, peak {self.peak_gb:.2f} GB{kept}, roofline "
+                f"{self.step_ms:.1f} ms ({self.images_per_s:.1f} images/s)")
+
 
 def _gb(value):
     return value / 1e9
@@ -237,15 +244,52 @@ def markdown(rows, fits, accelerator, memory_gb, backend=None):
     lines = [f"| program | dtype | remat | batch/device | GFLOP/step | peak GB (XLA:{backend}) | "
              f"kept GB | roofline ms ({name}) | images/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        kept = "" if r.kept_gb is None else f"{r.kept_gb:.3g}"
-        lines.append(f"| {r.program} | {r.dtype} | {r.remat} | {r.batch} | {r.gflops:.4g} | "
-                     f"{r.peak_gb:.3g} | {kept} | {r.step_ms:.3g} | {r.images_per_s:.4g} |")
+        kept = "" if r.kept_gb is None else f"{r.kept_gb:.2f}"
+        lines.append(f"| {r.program} | {r.dtype} | {r.remat} | {r.batch} | {r.gflops:,.0f} | "
+                     f"{r.peak_gb:.2f} | {kept} | {r.step_ms:.1f} | {r.images_per_s:.1f} |")
     lines += ["", f"Largest per-device batch within {memory_gb:g} GB (XLA:{backend} peak, linear "
               "fit):"]
     for (program, dtype, remat), batch in fits.items():
         lines.append(f"- {program} {dtype} remat={remat}: "
                      + ("plan two batch sizes or more" if batch is None else str(batch)))
     return "\n".join(lines)
+
+
+def run_estimate(config, rows, devices, accelerator, train_images=None):
+    """Lines on the whole run as the config writes it, at its global batch over `devices`:
+    steps (config.steps, or epochs x batches per epoch of `train_images`), and from the
+    planned train rows at that per-device batch the roofline wall time and device-hours on the
+    accelerator per dtype and remat. The roofline is a lower bound: FCN-ResNet50's AT step ran
+    at 25 % of it on an H200 (docs/performance.md)."""
+    name = ACCELERATORS[accelerator]["name"]
+    if devices < 1:
+        raise JaxsegError(f"--devices must be >= 1, got {devices}")
+    if config.batch_size % devices:
+        return [f"the global batch {config.batch_size} does not split over {devices} devices; "
+                "choose --devices dividing it"]
+    per_device = config.batch_size // devices
+    if config.epochs is None:
+        steps, how = config.steps, f"{config.steps:,} steps (config.steps)"
+    elif train_images:
+        per_epoch = train_images // config.batch_size
+        steps = config.epochs * per_epoch
+        how = (f"{config.epochs} epochs x {per_epoch:,} batches of {config.batch_size} "
+               f"({train_images:,} training images) = {steps:,} steps")
+    else:
+        return [f"{config.epochs} epochs: pass --train-images N (the training split's size) "
+                "for the step count, wall time and device-hours"]
+    lines = [f"the run as configured: {how}, global batch {config.batch_size} = {per_device} per "
+             f"device on {devices} x {name}"]
+    matching = [r for r in rows if r.program == "train" and r.batch == per_device]
+    if not matching:
+        lines.append(f"  (plan batch {per_device} per device for its time: --batches "
+                     f"{per_device})")
+    for r in matching:
+        hours = steps * r.step_ms / 1e3 / 3600
+        lines.append(f"  {r.dtype} remat={r.remat}: roofline {r.step_ms:.1f} ms/step -> "
+                     f"{hours:.1f} h wall, {hours * devices:.1f} device-hours (a lower bound; "
+                     f"at 25 % of the roofline: {4 * hours:.1f} h, {4 * hours * devices:.1f})")
+    return lines
 
 
 def set_cpu_scheduler():

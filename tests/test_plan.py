@@ -64,7 +64,30 @@ def test_flops_agree_with_torch_flop_counter_for_fcn_resnet50_at_224():
     assert row.gflops * 1e9 == pytest.approx(counter.get_total_flops(), rel=0.05)
 
 
+def test_run_estimate_from_the_config_as_written():
+    """Steps from epochs x batches per epoch (or config.steps), the global batch over the
+    devices, and wall time / device-hours from the train row at that per-device batch."""
+    config = apply_overrides(load("configs/coco_fcn50_at.py"), [])  # 9 epochs, global batch 32
+    rows = [plan.Row("train", 4, "bfloat16", "none", 1.0, 5.0, 1.0, 100.0, 40.0),
+            plan.Row("train", 8, "bfloat16", "none", 1.0, 9.0, 1.0, 180.0, 44.0)]
+    lines = plan.run_estimate(config, rows, devices=8, accelerator="h100", train_images=32000)
+    assert lines[0].startswith("the run as configured: 9 epochs x 1,000 batches of 32 (32,000 "
+                               "training images) = 9,000 steps, global batch 32 = 4 per device")
+    assert lines[1].startswith("  bfloat16 remat=none: roofline 100.0 ms/step -> 0.2 h wall, "
+                               "2.0 device-hours")  # 9000 x 0.1 s = 0.25 h, x 8 devices
+    assert "--train-images" in plan.run_estimate(config, rows, 8, "h100")[0]
+    assert "does not split" in plan.run_estimate(config, rows, 5, "h100")[0]
+    assert "--batches 2" in plan.run_estimate(config, rows, 16, "h100", 32000)[1]
+    row = rows[0].line()
+    assert row == ("train bfloat16 remat=none batch 4/device: 1 GFLOP, peak 5.00 GB, kept "
+                   "1.00 GB, roofline 100.0 ms (40.0 images/s)")
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--memory-gb", "0"], "--memory-gb must be a positive number of GB, got 0.0"),
+    (["--memory-gb", "-4"], "--memory-gb must be a positive number of GB"),
+    (["--memory-gb", "nan"], "--memory-gb must be a positive number of GB, got nan"),
+    (["--devices", "0"], "--devices must be >= 1"),
     (["--batches", "one"], "--batches 'one': expected a comma-separated list"),
     (["--batches", "0"], "per-device batches must be >= 1"),
     (["--dtypes", "float16"], "--dtypes: 'float16' is not float32 or bfloat16"),
