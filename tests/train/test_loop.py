@@ -201,3 +201,24 @@ def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_pa
     width, height = Image.open(path).size
     # image | truth | pred clean | fgsm image | pred fgsm, 2 px gaps, a 14 px title row
     assert (width, height) == (5 * 32 + 4 * 2, visualize.TITLE_HEIGHT + 2 * 32 + 2)
+
+
+@pytest.mark.slow
+def test_the_final_evaluation_says_what_it_runs_and_what_it_found(tmp_path, capsys):
+    from jaxseg.cli import train as train_cli
+    from tests.helpers.cli import run_cli
+
+    code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", "quick.py"),
+                   "--workdir", tmp_path, "--config.eval.attack=pgd", "--config.eval.steps=1",
+                   "--config.eval.num_images=4", "--config.eval.batch_size=4")
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "final evaluation at step 2: clean, pgd (eps 0.03137, 1 steps) on 4 images of " \
+           "synthetic (val)" in err
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for kind in ("eval_clean", "eval_pgd"):
+        record = next(r for r in records if r["kind"] == kind)
+        name = kind[len("eval_"):]
+        assert (f"  {name}: pixel accuracy {100 * record['pixel_acc']:.1f} %, mIoU "
+                f"{100 * record['miou']:.1f} %") in err
+    assert f"written to {tmp_path / 'metrics.jsonl'} (kinds eval_clean, eval_pgd)" in err
