@@ -3,7 +3,7 @@ standard training step (fcn_resnet26_w16, forward + backward + SGD, same batch) 
 The loader should not be the bottleneck: its rate alone must exceed the step's, and feeding the
 step from the loader should run about as fast as the step on a fixed batch.
 
-    .venv/bin/python -m bench.data_pipeline [--root ../shared/data/camvid] [--batch 8]
+    .venv/bin/python -m bench.data_pipeline [--root data/camvid] [--batch 8]
         [--threads 2] [--batches 40] [--steps 12]
 
 Augmentation as torchvision's reference, scaled to CamVid: short side resized to a random length
@@ -101,8 +101,9 @@ def step_rates(run, fixed, dataset, batch_size, threads, steps):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--root", default=os.path.join(HERE, "..", "..", "shared", "data",
-                                                       "camvid"))
+    parser.add_argument("--root", default=os.path.join(HERE, "..", "data", "camvid"),
+                        help="a prepared CamVid copy (default: data/camvid, what "
+                        "`python -m jaxseg.cli.prepare camvid` creates)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed")

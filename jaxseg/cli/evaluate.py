@@ -1,9 +1,9 @@
 """Clean and robust accuracy / mIoU of checkpoints (Table 1), and robustness curves.
 
-    python evaluate.py --checkpoint ckpt/pre --data camvid:../shared/data/camvid --split val \
+    python evaluate.py --checkpoint ckpt/pre --data camvid:data/camvid --split val \
         --attack pgd --attack segpgd --eps 8/255 --steps 10 --eps-curve 0,2/255,4/255,8/255 \
         --output results/pre
-    python evaluate.py --checkpoint ckpt/at --data camvid:../shared/data/camvid --attack sea \
+    python evaluate.py --checkpoint ckpt/at --data camvid:data/camvid --attack sea \
         --eps 4/255 --output results/at_sea          # the strongest evaluation (hours on COCO)
 
 Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
