@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxseg.data import Shard, SyntheticScenes, train_loader
-from tests.helpers import paths
+from tests.helpers import multiprocess, paths
 from tests.helpers.multiprocess import free_port
 
 WORKER = textwrap.dedent("""
@@ -49,7 +49,7 @@ def test_two_jax_processes_load_disjoint_covering_shards(tmp_path):
     port = free_port()
     repo = str(paths.REPO)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo,
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+           "XLA_FLAGS": multiprocess.xla_flags(1)}
     procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]

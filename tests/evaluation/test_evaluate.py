@@ -151,7 +151,7 @@ def test_per_image_counts_add_up_to_the_confusion_matrix(ported):
 def test_apgd_sea_and_the_worst_case_over_runs(ported, tmp_path):
     out = tmp_path / "eval"
     (tmp_path / "counts.json").write_text(json.dumps([50, 10, 10, 10, 10, 10, 10]))
-    common = ["--checkpoint", ported, "--name", "M", *SYNTHETIC, "--eps", "8/255", "--steps", "6",
+    common = ["--checkpoint", ported, "--name", "M", *SYNTHETIC, "--eps", "8/255", "--steps", "3",
               "--class-counts", tmp_path / "counts.json", "--worst-case", "--quiet"]
     result = run(*common, "--attack", "apgd", "--loss", "js", "--attack", "sea", "--output", out)
     assert result.returncode == 0, result.stderr

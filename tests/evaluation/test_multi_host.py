@@ -7,7 +7,8 @@ import pytest
 from jaxseg import models
 from tests.helpers.multiprocess import assert_same_files, finished, launch
 
-ATTACKS = ["--attack", "pgd", "--attack", "apgd", "--steps", "3", "--eps", "8/255",
+# PGD, red-eps APGD (SEA's member attack) and the per-image worst case over them
+ATTACKS = ["--attack", "pgd", "--attack", "apgd_red", "--steps", "3", "--eps", "8/255",
            "--worst-case", "--quiet"]
 
 

@@ -12,6 +12,13 @@ from tests.helpers import paths
 REPO = str(paths.REPO)
 
 
+def xla_flags(devices):
+    """XLA_FLAGS for a process with `devices` simulated CPU devices, keeping the suite's own
+    flags (tests/conftest.py)."""
+    return f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}" \
+        .strip()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -21,7 +28,7 @@ def free_port():
 def launch(script, *args, devices=1, processes=1):
     """Popen handles: `processes` copies of `python script args` joined by explicit flags (one
     process: no flags), each with `devices` CPU devices."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                PYTHONPATH=REPO)
     coordinator = f"127.0.0.1:{free_port()}"
     runs = []

@@ -18,7 +18,7 @@ from jaxseg.attacks import losses
 from jaxseg.synthesis import edits as masks
 from jaxseg.synthesis import quality
 from jaxseg.errors import JaxsegError
-from tests.helpers import paths
+from tests.helpers import multiprocess, paths
 
 SIZE = 32
 ROOT = str(paths.REPO)
@@ -254,7 +254,7 @@ def test_sharded_batch_matches_single_device():
         np.testing.assert_allclose(np.asarray(sharded.x), np.asarray(single.x), atol=2e-5)
         print("ok")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=multiprocess.xla_flags(4),
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)

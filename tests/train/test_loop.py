@@ -86,7 +86,7 @@ def test_non_finite_loss_leaves_the_state_unchanged_and_stops_the_loop(tiny):
 
 
 def run_worker(workdir, output, *args, devices=1, environ=None, **popen):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env = dict(os.environ, XLA_FLAGS=multiprocess.xla_flags(devices),
                PYTHONPATH=REPO, **(environ or {}))
     return subprocess.Popen([sys.executable, WORKER, str(workdir), str(output), *map(str, args)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -165,7 +165,7 @@ def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, override, messa
 
 @pytest.mark.slow
 def test_batch_not_divisible_by_the_devices_is_one_line_before_compiling(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3")
+    env = dict(os.environ, XLA_FLAGS=multiprocess.xla_flags(3))
     result = subprocess.run([sys.executable, "train.py", "--config", "configs/quick.py",
                              "--workdir", str(tmp_path / "w"), "--config.batch_size=4"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=120)
