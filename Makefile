@@ -8,7 +8,7 @@ PYTHON ?= $(firstword $(foreach v,3.12 3.13,$(shell python$(v) -c 'print("python
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
-PIP := $(PY) -m pip --disable-pip-version-check --progress-bar off install -c $(LOCK)
+PIP := $(PY) -m pip --disable-pip-version-check install --progress-bar off -c $(LOCK)
 
 .PHONY: demo test test-fast bench lock clean
 
