@@ -84,11 +84,13 @@ def car_images(data, count=8):
     return found[::stride][:count]
 
 
-# --smoke: the same commands on a few images, with every budget cut to a step or two.
+# --smoke: the same commands on a few images, with the smallest model and every budget cut to
+# the fewest steps an attack takes (SEA's reduced-eps schedule needs 3).
 SMOKE_TRAIN = ["--config.steps=2", "--config.batch_size=2", "--config.data.crop_size=(64,64)",
-               "--config.eval.num_images=2", "--config.eval.steps=1", "--config.eval.samples=0",
-               "--config.adv.steps=1", "--config.checkpoint.every=2"]
-SMOKE_EVAL = ["--num-images", "2", "--steps", "1", "--restarts", "1"]
+               "--config.model.arch=fcn_resnet14_w8", "--config.eval.num_images=2",
+               "--config.eval.steps=1", "--config.eval.samples=0", "--config.adv.steps=1",
+               "--config.checkpoint.every=2"]
+SMOKE_EVAL = ["--num-images", "2", "--batch-size", "2", "--steps", "3", "--restarts", "1"]
 SMOKE_SYNTH = ["--steps", "2"]
 SMOKE_IMAGES = 2
 

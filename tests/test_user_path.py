@@ -1,4 +1,4 @@
-"""A user's path, walked as the README writes it: a fresh clone with no ../shared beside it,
+"""A user's path, walked as the README writes it: a fresh clone with no shared data beside it,
 `prepare camvid` (from a loopback mirror standing in for the official source), then the
 README's commands that reproduce the CamVid table, on a few images (--smoke)."""
 
@@ -35,7 +35,7 @@ def test_the_readme_names_the_reproduction_commands():
 def test_a_fresh_clone_reproduces_the_camvid_table_on_a_few_images(tmp_path):
     if shutil.which("git") is None or not (paths.REPO / ".git").exists():
         pytest.skip("not a git checkout: nothing to clone")
-    clone = tmp_path / "alone" / "jaxseg"  # no shared/ beside it
+    clone = tmp_path / "alone" / "jaxseg"  # no shared data folder beside it
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(paths.REPO), str(clone)],
                    check=True, timeout=120)
     env = dict(os.environ, PYTHONPATH=str(clone))  # the clone's code, not this checkout's
