@@ -574,10 +574,14 @@ def test_parity_with_torchattacks(torch_pair, preset, torch_name, eps, alpha):
     labels = jnp.asarray(labels_t.numpy().astype(np.int32))
     grad_jax = np.asarray(jax.jit(jax.grad(lambda x: jnp.mean(losses.cross_entropy(
         model.apply(variables, x)["out"], labels))))(jnp.asarray(images)))
-    scale = np.abs(grad_torch).max()
-    assert np.abs(grad_jax - grad_torch).max() <= 1e-4 * scale
-    above_rounding = np.abs(grad_torch) > 1e-3 * scale
-    assert (np.sign(grad_jax) == np.sign(grad_torch))[above_rounding].all()
+    # Not elementwise: on flat image regions max-pool windows hold ties, which the two
+    # frameworks route to different inputs (built-in scenes: 1.7e-3 relative in L2; CamVid: less).
+    relative = np.linalg.norm(grad_jax - grad_torch) / np.linalg.norm(grad_torch)
+    above_rounding = np.abs(grad_torch) > 1e-3 * np.abs(grad_torch).max()
+    same_sign = (np.sign(grad_jax) == np.sign(grad_torch))[above_rounding].mean()
+    print(f"\n{preset}: first gradient relative L2 difference {relative:.2e}, same sign on "
+          f"{same_sign:.4%} of the values above rounding level")
+    assert relative <= 1e-2 and same_sign >= 0.999
 
     (x_jax, loss_jax), (x_torch, loss_torch), (x_exact, loss_exact) = ours(10), run(10), run64(10)
     drift_jax = np.abs(x_jax - x_exact).mean() / eps
