@@ -60,7 +60,7 @@ def conv(features, kernel, stride=1, dilation=1, bias=False, name=None, dtype=No
     """A torch-style Conv2d: explicit symmetric padding of dilation * (kernel - 1) / 2."""
     if kernel == 1 and runtime.pointwise_matmul():  # the backend policy: jaxseg.runtime
         return PointwiseConv(features, stride, bias, dtype, name=name)
-    if (kernel, stride) == (3, 1):  # Winograd's or lax's, per the backend policy and width
+    if (kernel, stride) == (3, 1):  # Winograd's or lax's, per the backend policy and size
         return winograd.Conv3x3(features, dilation, bias, dtype, name=name)
     pad = dilation * (kernel - 1) // 2
     return nn.Conv(
