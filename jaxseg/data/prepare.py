@@ -6,8 +6,8 @@
     python -m jaxseg.cli.prepare coco --download        # ~19 GB; builds the VOC21 cache
 
 ROOT is data/ under the current folder unless --root says otherwise; the CamVid configs and
-experiments read data/camvid. Archives go to ROOT/downloads/. A download is resumable: an interrupted one continues where it
-stopped (HTTP Range). Each archive is checked, against its MD5 where the source publishes one
+experiments read data/camvid. Archives go to ROOT/downloads/. A download is resumable: an
+interrupted one continues where it stopped (HTTP Range). Each archive is checked, against its MD5 where the source publishes one
 (VOC 2012), else by its own CRCs (zip) or by reading it through (tar). Extraction goes to a
 temporary folder that is renamed into place once complete, so `get_dataset` never sees half a
 dataset; re-running after success does nothing. Without --download the archives must already be
