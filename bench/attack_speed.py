@@ -27,7 +27,8 @@ EPS, ALPHA = 8 / 255, 2 / 255
 
 
 def inputs(batch, size):
-    """Images [B, H, W, 3] in [0, 1]: street scenes (tests.helpers.torch_reference.camvid_image), else random."""
+    """Images [B, H, W, 3] in [0, 1]: street scenes (tests.helpers.torch_reference.camvid_image),
+    else random."""
     import numpy as np
 
     from tests.helpers import torch_reference as tr

@@ -62,7 +62,8 @@ def main():
             {name: (lambda f=f: jax.block_until_ready(f(x, kernel)))
              for name, f in compiled.items()}, args.repeats)
         macs = 9 * args.batch * size * size * channels * channels
-        print(f"| {channels} | {size}x{size} | {dilation} | {macs:.2g} | {1e3 * medians['lax']:.2f} | "
+        print(f"| {channels} | {size}x{size} | {dilation} | {macs:.2g} | "
+              f"{1e3 * medians['lax']:.2f} | "
               f"{1e3 * medians['winograd']:.2f} | {medians['winograd'] / medians['lax']:.2f} | "
               f"{compile_s['lax']:.2f} | {compile_s['winograd']:.2f} |", flush=True)
     print(f"machine after: {machine()}")

@@ -151,7 +151,8 @@ def synthesis_commands(runs, data):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
-    parser.add_argument("--data", default=camvid.DATA, help="the prepared CamVid copy (default: %(default)s)")
+    parser.add_argument("--data", default=camvid.DATA,
+                        help="the prepared CamVid copy (default: %(default)s)")
     parser.add_argument("--stage", action="append", choices=STAGES,
                         help="run only these stages (repeatable; default: all, in order)")
     parser.add_argument("--jobs", type=int, default=1, help="independent steps run at once")
