@@ -4,7 +4,7 @@ of 32, poly schedule (power 0.9) per step, 30 epochs, aux loss weight 0.5 with a
 head, 480 px crops after a random short-side resize in [260, 1040] and a flip, eval at short
 side 520. Backbone from torchvision's ImageNet ResNet-50, ported:
 
-    python -m jaxseg.port import resnet50-0676ba61.pth ckpt/imagenet_r50 --num-classes 21
+    python -m jaxseg.cli.port import resnet50-0676ba61.pth ckpt/imagenet_r50 --num-classes 21
     python train.py --config configs/coco_fcn50_standard.py --workdir workdirs/coco_fcn50_standard \
         --config.data.train=coco:/data/coco --config.model.init=ckpt/imagenet_r50
 

@@ -2,7 +2,7 @@
 adversarially trained with L2 PGD eps 3.0, frozen; only the heads are trained, 20 epochs on
 PASCAL VOC 2012 (standard training), with the same torchvision recipe as the "Pre" model.
 
-    python -m jaxseg.port import imagenet_l2_3_0.pt ckpt/rb_init --num-classes 21
+    python -m jaxseg.cli.port import imagenet_l2_3_0.pt ckpt/rb_init --num-classes 21
     python train.py --config configs/voc_fcn50_rb.py --workdir workdirs/voc_fcn50_rb \
         --config.data.train=voc:/data/VOCdevkit/VOC2012 --config.model.init=ckpt/rb_init
 """

@@ -127,25 +127,35 @@ def main():
     smoke = args.smoke
     publish_to = args.publish or (os.path.join(args.runs, "smoke_published") if smoke
                                   else PUBLISH)
-    data = ["--data", args.data, "--split", "val"]
     check_data(args.data)
-    results = os.path.join(args.runs, "results")
     old = os.path.join(publish_to, "timings.json")
     timings = json.load(open(old)) if os.path.exists(old) else {}
-    workdirs = {m: os.path.join(args.runs, f"camvid_{m}") for m in MODELS}
-    for m in MODELS:
-        run(["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m],
-             f"--config.data.train={args.data}", *(SMOKE_TRAIN if smoke else [])],
-            timings, f"train_{m} (this call; a resumed run counts only its last part)")
+    cars = car_images(args.data, SMOKE_IMAGES if smoke else 8)
+    for label, argv, done in commands(args.data, args.runs, cars, smoke):
+        run(argv, timings, label, done)
+    results = os.path.join(args.runs, "results")
+    publish(results, timings, publish_to)
+
+
+def commands(data_spec, runs, cars, smoke=False):
+    """Every CLI call of the experiment, in order, as (label, argv after `python`, the file
+    whose existence means the call is done, or None). `cars`: the val images of the car holes."""
+    data = ["--data", data_spec, "--split", "val"]
+    results = os.path.join(runs, "results")
+    workdirs = {m: os.path.join(runs, f"camvid_{m}") for m in MODELS}
+    calls = [(f"train_{m} (this call; a resumed run counts only its last part)",
+              ["train.py", "--config", f"configs/camvid_{m}.py", "--workdir", workdirs[m],
+               *([f"--config.data.train={data_spec}"] if data_spec != DATA else []),
+               *(SMOKE_TRAIN if smoke else [])], None)
+             for m in MODELS]
     checkpoints = [a for m in MODELS for a in ("--checkpoint", workdirs[m], "--name", NAMES[m])]
     for name, (eps, extra) in EVALUATIONS.items():
         out = os.path.join(results, name)
-        run(["evaluate.py", *checkpoints, *data, "--eps", eps, *_smoke(extra, smoke),
-             *(SMOKE_EVAL if smoke else []), "--output", out],
-            timings, name, done=os.path.join(out, "results.json"))
+        calls.append((name, ["evaluate.py", *checkpoints, *data, "--eps", eps,
+                             *_smoke(extra, smoke), *(SMOKE_EVAL if smoke else []),
+                             "--output", out], os.path.join(out, "results.json")))
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     spread = SPREAD[:1] if smoke else SPREAD
-    cars = car_images(args.data, SMOKE_IMAGES if smoke else 8)
     synth = {
         "inpaint_boxes": ["inpaint", *index(spread), "--mask", "random:2", *INPAINT],
         "inpaint_cars": ["inpaint", *index(cars), "--mask", f"class:{CAR}", *INPAINT],
@@ -155,10 +165,10 @@ def main():
     }
     for name, extra in synth.items():
         out = os.path.join(results, name)
-        run(["synthesize.py", extra[0], *checkpoints, *data, *_smoke(extra[1:], smoke),
-             *(SMOKE_SYNTH if smoke else []), "--output", out],
-            timings, name, done=os.path.join(out, "metrics.json"))
-    publish(results, timings, publish_to)
+        calls.append((name, ["synthesize.py", extra[0], *checkpoints, *data,
+                             *_smoke(extra[1:], smoke), *(SMOKE_SYNTH if smoke else []),
+                             "--output", out], os.path.join(out, "metrics.json")))
+    return calls
 
 
 def check_data(spec):

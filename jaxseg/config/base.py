@@ -24,7 +24,7 @@ def base():
         aux=True,
         dtype="auto",  # compute dtype: auto (bf16 on GPU/TPU, fp32 on CPU), float32, bfloat16
         remat="none",  # per-block rematerialisation: none | convs | full (less memory)
-        init="",  # a jaxseg checkpoint (e.g. from `python -m jaxseg.port import`) to start from
+        init="",  # a jaxseg checkpoint (e.g. from `python -m jaxseg.cli.port import`) to start from
     ))
     config.data = ml_collections.ConfigDict(dict(
         train="synthetic",  # a jaxseg.data.get_dataset spec

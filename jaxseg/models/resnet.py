@@ -1,8 +1,9 @@
 """ResNet backbones (bottleneck blocks) laid out exactly as torchvision builds them.
 
-Module names mirror torchvision's state-dict keys (`layer3_0.downsample_conv` <-> `layer3.0.downsample.0`)
-so that `jaxseg.port` can map weights with one rule. Padding is always explicit and symmetric:
-'SAME' pads asymmetrically on strided convolutions and would break parity with PyTorch.
+Module names mirror torchvision's state-dict keys (`layer3_0.downsample_conv` <->
+`layer3.0.downsample.0`) so that `jaxseg.models.port` can map weights with one rule. Padding is
+always explicit and symmetric: 'SAME' pads asymmetrically on strided convolutions and would break
+parity with PyTorch.
 """
 
 from typing import Sequence

