@@ -52,7 +52,9 @@ def parse_args(argv):
                         "counted from --data's train split, cached)")
     parser.add_argument("--worst-case", action="store_true",
                         help="add the per-image worst case over all attacks of each model at "
-                        "this eps (also those stored earlier in OUTPUT/per_image)")
+                        "this eps and norm: this run's and those stored earlier in "
+                        "OUTPUT/per_image for the same model and data (without --attack: the "
+                        "stored ones)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--step-size", default=None)
     parser.add_argument("--restarts", type=int, default=1)

@@ -7,6 +7,8 @@ the worst case over attacks, robustness curves.
 is what `evaluate.py` runs (the CLI only parses arguments).
 """
 
+import hashlib
+import json
 import os
 import re
 import sys
@@ -20,7 +22,7 @@ from jaxseg import data as datasets
 from jaxseg import labels, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.evaluation import confusion, metrics
-from jaxseg.evaluation.worst_case import PerImage, worst_case
+from jaxseg.evaluation.worst_case import PerImage, summarize_counts, worst_case
 from jaxseg.errors import JaxsegError
 from jaxseg.io import atomic_path, prepare_dir, write_json, write_text
 
@@ -29,6 +31,41 @@ WORST = "worst case"
 
 def _safe(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+
+
+def model_fingerprint(path, model, variables):
+    """What identifies the model behind stored results: the checkpoint directory it was read
+    from (a workdir's latest step), that step, arch and classes, and a hash of every parameter
+    and BatchNorm statistic (a retrained or different model under the same path differs)."""
+    resolved = models.resolve(path)
+    digest = hashlib.sha256()
+    for key, value in sorted(jax.tree_util.tree_flatten_with_path(variables)[0],
+                             key=lambda item: jax.tree_util.keystr(item[0])):
+        value = np.asarray(value)
+        digest.update(f"{jax.tree_util.keystr(key)}:{value.dtype}:{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    step = os.path.basename(resolved)
+    return {"checkpoint": resolved, "step": int(step) if step.isdigit() else None,
+            "arch": model.arch, "num_classes": model.num_classes,
+            "params": digest.hexdigest()[:16]}
+
+
+def data_fingerprint(data, split, data_kwargs, num_images, short_side, pad_to, num_classes):
+    """What determines the images and labels an evaluation sees (a dataset root is made
+    absolute: the same relative spec from another folder is other data)."""
+    kind, _, root = data.partition(":")
+    if root and os.path.exists(root):
+        data = f"{kind}:{os.path.abspath(root)}"
+    return {"data": data, "split": split,
+            "data_kwargs": json.dumps(data_kwargs or {}, sort_keys=True, default=str),
+            "num_images": num_images, "short_side": short_side,
+            "pad_to": list(pad_to) if pad_to else None, "num_classes": num_classes,
+            "ignore": labels.IGNORE}
+
+
+def _describe_model(fingerprint):
+    step = "" if fingerprint.get("step") is None else f" step {fingerprint['step']}"
+    return f"{fingerprint.get('checkpoint')}{step} (parameters {fingerprint.get('params')})"
 
 
 def _class_weights(class_counts, data, data_kwargs, num_classes, log):
@@ -80,14 +117,19 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     input is checked before any work.
 
     attacks: preset names (`jaxseg.attacks.PRESETS`; 'sea' adds its members' rows and their
-    worst case). worst: also a worst-case row over every attack of the model at this eps (this
-    run's, and any stored earlier in OUTPUT/per_image). class_counts: a JSON file of training
+    worst case). worst: also a worst-case row over every attack of the model at this eps and
+    norm: this run's and those stored earlier in OUTPUT/per_image for the same model and data
+    (their rows are added, marked stored; with no attacks the worst case is of the stored ones
+    alone; stored runs of other data or another eps are left out, with a line saying which and
+    why). Results stored under a name of this run from another model (checkpoint, step or
+    parameters) are refused before any work. class_counts: a JSON file of training
     pixels per class for mce_bal / sea (default: counted from `data`'s train split, cached).
     dtype / remat: how the models compute (`models.load`; 'auto': bf16 on GPU/TPU, fp32 on CPU).
     norm: 'linf' or 'l2' for every attack (None: each preset's own; L2 eps is per image).
 
     Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
-    per_image/<model>/<attack>.npz (per-image TP / FP / FN per class), and with `eps_curve`:
+    per_image/<model>/<attack>.npz (per-image TP / FP / FN per class, with a fingerprint of
+    the model, the data and the attack's settings), and with `eps_curve`:
     curve.json and curve.png. Returns {model name: {row: summary}}.
     """
     main = runtime.is_main_process()  # the process that writes and prints
@@ -116,6 +158,13 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
         return dataset, loaded
 
     dataset, loaded = runtime.on_every_process(load_all)
+    fingerprints = {name: model_fingerprint(path, model, variables)
+                    for name, path, (model, variables) in zip(names, checkpoints, loaded)}
+    data_id = data_fingerprint(data, split, data_kwargs, num_images, short_side, pad_to,
+                               dataset.info.num_classes)
+    # Stored results of another model under a name of this run: refused before any work.
+    runtime.on_every_process(lambda: [_check_same_model(os.path.join(
+        output, "per_image", _safe(n)), n, fingerprints[n]) for n in names] if main else None)
     weights = None
     if needs_class_weights(attacks, loss):
         # Process 0 counts (or reads the cache) and tells the others: no image read twice.
@@ -152,7 +201,11 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                     counts.save(os.path.join(folder, _safe(member_row) + ".npz"), attack=member_row,
                                 eps=0.0 if spec is None else float(eps),
                                 steps=0 if spec is None else spec.steps,
-                                norm="" if spec is None else spec.norm)
+                                norm="" if spec is None else spec.norm,
+                                fingerprint=json.dumps({
+                                    "model": fingerprints[name], "data": data_id,
+                                    "attack": _attack_settings(member_row, spec, member),
+                                    "jaxseg": jaxseg_version()}, sort_keys=True))
                 if spec is not None:
                     attacked[member_row] = counts
             if isinstance(spec, attack_presets.presets.Ensemble):
@@ -161,9 +214,19 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
             results[name][row] = _table_summary(summary)
             log(f"{name} {row}: pixel acc {100 * summary['pixel_acc']:.1f} "
                 f"mIoU {100 * summary['miou']:.1f} (image acc {100 * summary['image_acc']:.1f})")
-        if worst and attacked:
+        if worst:
             if main:  # the output folder is process 0's
-                attacked.update(_stored(folder, eps, attacked, norm))
+                stored, left_out = _stored(folder, eps, attacked, norm, data_id)
+                for row, counts in stored.items():  # earlier runs' rows, from their counts
+                    results[name][row] = _table_summary(
+                        summarize_counts(counts.tp, counts.fp, counts.fn,
+                                         dataset.info.class_names)) | {"stored": True}
+                attacked.update(stored)
+                if left_out:
+                    log(f"{name} {WORST}: left out stored " + "; ".join(left_out))
+            if not attacked:
+                raise JaxsegError(f"--worst-case: no attack at eps {_eps_text(eps, norm)} for "
+                                  f"{name}, run now or stored in {folder}")
             results[name][WORST] = _table_summary(worst_case(attacked, dataset.info.class_names))
             results[name][WORST]["attacks"] = sorted(attacked)
             s = results[name][WORST]
@@ -230,23 +293,79 @@ def _table_summary(summary):
             if k not in ("attack_for_accuracy", "attack_for_miou", "index")}
 
 
-def _stored(folder, eps, have, norm=None):
-    """Per-image results stored earlier for the same eps and norm, not already in `have`
-    (files written before the norm was stored are Linf)."""
-    found = {}
+def jaxseg_version():
+    import jaxseg
+
+    return jaxseg.__version__
+
+
+def _attack_settings(row, spec, member=None):
+    """The settings of the attack behind a stored row (None for the clean row)."""
+    if spec is None:
+        return None
+    if member is not None and hasattr(spec, "members"):
+        spec = dict(spec.members)[member]
+    settings = {"row": row, "name": spec.name, "steps": spec.steps, "norm": spec.norm}
+    if hasattr(spec, "config"):
+        settings |= {"restarts": spec.config.restarts, "loss": spec.loss,
+                     "step_size": None if spec.step_size is None else float(spec.step_size)}
+    return settings
+
+
+def _fingerprint(meta):
+    try:
+        return json.loads(str(meta["fingerprint"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _check_same_model(folder, name, fingerprint):
+    """Stored results under `name` come from the model this run evaluates under that name."""
     if not os.path.isdir(folder):
-        return found
+        return
+    for filename in sorted(os.listdir(folder)):
+        if not filename.endswith(".npz"):
+            continue
+        stored = _fingerprint(PerImage.load(os.path.join(folder, filename))[1])
+        if stored is None:
+            continue
+        theirs, ours = stored["model"], fingerprint
+        if (theirs["params"], theirs["arch"]) != (ours["params"], ours["arch"]):
+            raise JaxsegError(
+                f"{os.path.join(folder, filename)}: results of {_describe_model(theirs)} are "
+                f"stored under --name {name}, which is now {_describe_model(ours)}; give this "
+                "model another --name or --output (or delete the old results)")
+
+
+def _stored(folder, eps, have, norm=None, data=None):
+    """Per-image results stored earlier for the same eps, norm and data, not already in `have`
+    (files written before the norm was stored are Linf). Returns ({row: PerImage}, [why each
+    other stored attack was left out])."""
+    found, left_out = {}, []
+    if not os.path.isdir(folder):
+        return found, left_out
     for filename in sorted(os.listdir(folder)):
         if not filename.endswith(".npz"):
             continue
         counts, meta = PerImage.load(os.path.join(folder, filename))
         name = str(meta.get("attack", filename[:-4]))
-        if name in have or name == "clean" or abs(float(meta.get("eps", -1)) - eps) > 1e-9:
+        if name in have or name == "clean":
             continue
-        if (norm or "linf") != (str(meta.get("norm", "")) or "linf"):
-            continue
-        found[name] = counts
-    return found
+        stored_norm = str(meta.get("norm", "")) or "linf"
+        reason = None
+        if abs(float(meta.get("eps", -1)) - eps) > 1e-9 or (norm or "linf") != stored_norm:
+            reason = f"at {_eps_text(float(meta.get('eps', -1)), stored_norm)}"
+        elif (fingerprint := _fingerprint(meta)) is None:
+            reason = "with no record of its model and data (written by an older jaxseg)"
+        elif data is not None and fingerprint["data"] != data:
+            changed = [f"{k} {fingerprint['data'].get(k)!r}" for k in data
+                       if fingerprint["data"].get(k) != data[k]]
+            reason = "on other data (" + ", ".join(changed) + ")"
+        if reason:
+            left_out.append(f"{name} ({reason})")
+        else:
+            found[name] = counts
+    return found, left_out
 
 
 class _progress:
@@ -280,6 +399,8 @@ def markdown_table(rows, title="model"):
         for attack_name, summary in results.items():
             image = summary.get("image_acc")
             image = "" if image is None else f"{100 * image:.1f}"
+            if summary.get("stored"):
+                attack_name = f"{attack_name} (stored)"
             lines.append(f"| {name} | {attack_name} | {100 * summary['pixel_acc']:.1f} | "
                          f"{image} | {100 * summary['miou']:.1f} |")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from jaxseg import evaluation, models
+from jaxseg.errors import JaxsegError
+from jaxseg.evaluation import report
 from jaxseg.models import port
 from tests.helpers import paths
 
@@ -199,3 +201,40 @@ def test_l2_sea_rows_and_a_worst_case_kept_apart_from_linf(ported, tmp_path):
     result = run("--checkpoint", ported, *SYNTHETIC, "--eps", "2", "--norm", "l2",
                  "--output", tmp_path / "o")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_the_worst_case_combines_only_the_same_model_and_data(ported, tmp_path):
+    """Stored per-image results carry their model's and data's fingerprint: a worst case leaves
+    out (and names) runs on other data, with no --attack combines the stored runs, and results
+    of another model under the same --name are refused before anything is written."""
+    out, lines = tmp_path / "eval", []
+    common = dict(output=str(out), names=["M"], data="synthetic", data_kwargs={"size": (32, 32)},
+                  num_images=6, batch_size=4, eps=8 / 255, steps=2, quiet=True, log=lines.append)
+    first = report.evaluate_checkpoints([str(ported)], attacks=["fgsm"], **common)["M"]
+    resized = report.evaluate_checkpoints([str(ported)], attacks=["bim"], short_side=40,
+                                          worst=True, **common)["M"]
+    assert resized["worst case"]["attacks"] == ["bim"]  # fgsm saw other images
+    assert "M worst case: left out stored fgsm (on other data (short_side None))" in lines
+
+    lines.clear()
+    stored = report.evaluate_checkpoints([str(ported)], worst=True, **common)["M"]
+    assert list(stored) == ["clean", "fgsm", "worst case"] and stored["fgsm"]["stored"]
+    for key in ("pixel_acc", "miou", "image_acc"):  # the stored row, recomputed from its counts
+        assert stored["fgsm"][key] == pytest.approx(first["fgsm"][key])
+        assert stored["worst case"][key] == pytest.approx(first["fgsm"][key])
+    assert "M worst case: left out stored bim (on other data (short_side 40))" in lines
+    table = (out / "results.md").read_text()
+    assert "| M | fgsm (stored) |" in table and "| M | worst case |" in table
+
+    other = tmp_path / "other"
+    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    models.save(str(other), model, models.init(model, jax.random.key(1)))
+    before = {p.name: p.read_bytes() for p in (out / "per_image" / "M").iterdir()}
+    with pytest.raises(JaxsegError, match=rf"results of {ported} \(parameters \w+\) are stored "
+                       rf"under --name M, which is now {other} \(parameters \w+\)"):
+        report.evaluate_checkpoints([str(other)], attacks=["fgsm"], **common)
+    assert {p.name: p.read_bytes() for p in (out / "per_image" / "M").iterdir()} == before
+    result = run("--checkpoint", other, "--name", "M", *SYNTHETIC, "--output", out)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"results of {ported}" in result.stderr and f"which is now {other}" in result.stderr
