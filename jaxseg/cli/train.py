@@ -5,7 +5,8 @@
 Multi-host: under SLURM, Open MPI or Cloud TPU (or with JAX_COORDINATOR_ADDRESS) every process
 joins the job by itself (--distributed auto); elsewhere run the same command on every host with
 --coordinator HOST:PORT --num-processes N --process-id I. Re-running with the same
-workdir resumes from its latest checkpoint. SIGTERM / SIGINT save a checkpoint and exit.
+workdir resumes from its latest checkpoint. SIGTERM / SIGINT save a checkpoint and exit with
+code 75 / 130 (not finished: rerun to resume); a finished run exits 0.
 """
 
 import argparse
@@ -16,6 +17,11 @@ from jaxseg.cli import distributed
 from jaxseg.cli import start_process
 from jaxseg.errors import cli_guard
 from jaxseg.train import train
+
+
+# A run stopped by a signal saved a checkpoint and did not finish: 75 (EX_TEMPFAIL, "try
+# again") after SIGTERM, the shell's 130 after Ctrl-C; a finished run exits 0.
+STOPPED_EXIT_CODES = {"SIGTERM": 75, "SIGINT": 130}
 
 
 @cli_guard
@@ -29,6 +35,8 @@ def main(argv=None):
     distributed.start(args, "train.py")
     config = configs.apply_overrides(configs.load(args.config), overrides)
     result = train(config, args.workdir)
+    if result["stopped_by"]:  # saved, not finished: schedulers requeue on this code
+        return STOPPED_EXIT_CODES[result["stopped_by"]]
     print(f"trained {result['model'].arch} to step {result['step']}: {args.workdir}")
     return 0
 

@@ -264,8 +264,8 @@ def _train(config, workdir):
         log.close()
         loader.close()
     if stopped_by:
-        print(f"stopped by {stopped_by} after step {last_saved}; checkpoint saved in {workdir}",
-              file=sys.stderr)
+        print(f"stopped by {stopped_by} at step {last_saved} of {config.steps}; checkpoint saved "
+              f"in {workdir}; rerun the same command to resume", file=sys.stderr)
     return {"step": last_saved, "stopped_by": stopped_by, "model": model, "state": state}
 
 
