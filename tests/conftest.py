@@ -26,3 +26,17 @@ if TEST_XLA_FLAGS.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
 def pytest_sessionfinish(session):
     if _OWN_CACHE and not hasattr(session.config, "workerinput"):  # the controller, at the end
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+# The longest tests run first: with two workers, one collected late leaves the other idle at the
+# end (the README walk alone takes ~6 minutes of one worker).
+LONGEST = ("test_a_fresh_clone_runs_every_readme_command", "test_parity_with_torchattacks",
+           "test_sigterm_and_kills_at_random_points_lose_nothing",
+           "test_remat_keeps_less_and_flops_grow_with_the_batch")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = getattr(item, "originalname", item.name)
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+    items.sort(key=rank)
