@@ -205,7 +205,9 @@ def check_hyper(eps, step_size, norm="linf"):
     (at most 1 in Linf, where pixels live in [0, 1]: 8 is the easy slip for 8/255), step > 0."""
     if is_concrete(eps):
         value = float(eps)
-        if not (value >= 0 and np.isfinite(value)):
+        if value < 0:
+            raise JaxsegError(f"eps must be >= 0, got a negative value ({value:g})")
+        if not np.isfinite(value):
             raise JaxsegError(f"eps must be >= 0 and finite, got {value}")
         if norm == "linf" and value > 1:
             raise JaxsegError(f"Linf eps must be in [0, 1] (pixels are in [0, 1]; did you mean "

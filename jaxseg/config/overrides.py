@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import types
 
@@ -51,7 +52,7 @@ def parse_value(text):
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
-    if "/" in text and all(part.strip().replace(".", "", 1).isdigit() for part in text.split("/", 1)):
+    if re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*", text):
         numerator, denominator = text.split("/", 1)
         if float(denominator) == 0:
             raise JaxsegError(f"{text!r}: division by zero")
@@ -68,6 +69,11 @@ def parse_number(text, name):
         value = parse_value(str(text))
     except JaxsegError as err:
         raise JaxsegError(f"--{name}: {err}") from None
+    word = str(text).strip().lower().lstrip("+-")
+    if word in ("inf", "infinity"):
+        raise JaxsegError(f"--{name}: {text!r} is infinite; give a finite number")
+    if word == "nan":
+        raise JaxsegError(f"--{name}: {text!r} is NaN; give a finite number")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise JaxsegError(f"--{name}: not a number: {text!r}")
     if not math.isfinite(value):

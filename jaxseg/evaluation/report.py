@@ -68,6 +68,23 @@ def _describe_model(fingerprint):
     return f"{fingerprint.get('checkpoint')}{step} (parameters {fingerprint.get('params')})"
 
 
+def _check_l2_budget(values, dataset, short_side, pad_to):
+    """An L2 eps of at least the diameter of the pixel cube [0, 1]^(H x W x 3) constrains
+    nothing (the attack may reach any image): a budget meant per pixel, or in 0-255 units."""
+    height, width = np.asarray(dataset[0]["image"]).shape[:2]
+    if pad_to:
+        height, width = pad_to
+    elif short_side:
+        scale = short_side / min(height, width)
+        height, width = round(height * scale), round(width * scale)
+    diameter = float(np.sqrt(height * width * 3))
+    for value in values:
+        if value >= diameter:
+            raise JaxsegError(f"L2 eps {value:g} is at least the diameter of a {height}x{width} "
+                              f"image ({diameter:.4g}): it constrains nothing; L2 budgets are "
+                              "per image (e.g. 0.5 - 3)")
+
+
 def _class_weights(class_counts, data, data_kwargs, num_classes, log):
     """Balanced-CE weights from a counts file, or from the training split of `data` (cached)."""
     if class_counts:
@@ -158,6 +175,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
         return dataset, loaded
 
     dataset, loaded = runtime.on_every_process(load_all)
+    if norm == "l2":
+        _check_l2_budget([eps, *(eps_curve or [])], dataset, short_side, pad_to)
     fingerprints = {name: model_fingerprint(path, model, variables)
                     for name, path, (model, variables) in zip(names, checkpoints, loaded)}
     data_id = data_fingerprint(data, split, data_kwargs, num_images, short_side, pad_to,

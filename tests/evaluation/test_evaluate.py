@@ -102,7 +102,12 @@ def test_split_metrics_equal_one_big_confusion(ported):
     (["--eps", "8/0"], "--eps: '8/0': division by zero"),
     (["--eps", "1e400"], "--eps: not a finite number"),
     (["--eps", "8"], "Linf eps must be in [0, 1]"),
-    (["--eps", "-1"], "eps must be >= 0"),
+    (["--eps", "-1"], "eps must be >= 0, got a negative value (-1)"),
+    (["--eps=-1/255"], "eps must be >= 0, got a negative value (-0.00392157)"),
+    (["--eps", "inf"], "--eps: 'inf' is infinite"),
+    (["--eps", "nan"], "--eps: 'nan' is NaN"),
+    (["--norm", "l2", "--eps", "60"], "L2 eps 60 is at least the diameter of a 32x32 image (55.43)"),
+    (["--norm", "l2", "--eps", "1", "--eps-curve", "0,1,100"], "L2 eps 100 is at least"),
     (["--eps", "abc"], "--eps: not a number: 'abc'"),
     (["--pad-to", "abc"], "--pad-to: expected H,W (two positive integers), got 'abc'"),
 ])
