@@ -37,11 +37,14 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--short-side", type=int, default=None, help="eval resize (e.g. 520)")
     parser.add_argument("--pad-to", default=None, help="H,W: pad images to one size")
-    parser.add_argument("--attack", action="append", default=[],
-                        help=f"preset, repeatable: {', '.join(attacks.PRESETS)}")
+    parser.add_argument("--attack", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                        help=f"preset, repeatable: {', '.join(attacks.PRESETS)}; settings of its "
+                        "own (steps, restarts, step_size, loss) take precedence over the shared "
+                        "flags, e.g. --attack sea:steps=300 --attack pgd:steps=20,restarts=3")
     parser.add_argument("--eps", default="8/255")
     parser.add_argument("--steps", type=int, default=None,
-                        help="per attack (default 10; apgd 100; sea 300 per loss)")
+                        help="shared by every attack without its own (default 10; apgd 100; sea "
+                        "300 per loss)")
     parser.add_argument("--norm", default=None, choices=("linf", "l2"),
                         help="ball of every attack (default: the preset's; L2 eps is per image, "
                         "e.g. --attack sea --norm l2 --eps 0.5)")

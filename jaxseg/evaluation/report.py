@@ -98,29 +98,89 @@ def _class_weights(class_counts, data, data_kwargs, num_classes, log):
     return losses.balanced_class_weights(counts)
 
 
+# Attacks with a published schedule of their own (APGD: 100 steps from a step of 2 eps; SEA:
+# 300 steps per loss): a flag shared by every attack of a command that changes it is announced.
+SCHEDULED = {"apgd": "100 steps from a step of 2 eps", "apgd_red": "100 steps from a step of "
+             "2 eps", "sea": "300 steps per loss from a step of 2 eps"}
+ATTACK_KEYS = {"steps": int, "restarts": int, "step_size": float, "loss": str}
+
+
+def parse_attack(text):
+    """'sea' or 'sea:steps=300' or 'pgd:steps=20,restarts=3,step_size=1/255,loss=segpgd' ->
+    (preset name, {setting: value}) for the settings this attack alone gets."""
+    from jaxseg.config.overrides import parse_number
+
+    name, _, rest = text.partition(":")
+    own = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in ATTACK_KEYS:
+            raise JaxsegError(f"--attack {text!r}: expected NAME[:KEY=VALUE,...] with keys "
+                              f"{', '.join(ATTACK_KEYS)}, got {item!r}")
+        if ATTACK_KEYS[key] is int:
+            if not value.strip().isdigit() or int(value) < 1:
+                raise JaxsegError(f"--attack {text!r}: {key} must be an integer >= 1, "
+                                  f"got {value!r}")
+            own[key] = int(value)
+        elif ATTACK_KEYS[key] is float:
+            own[key] = parse_number(value, f"attack {name} {key}")
+        else:
+            own[key] = value.strip()
+    return name.strip(), own
+
+
 def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_weights=None,
-                 norm=None):
-    """{row name: spec} for the attack names asked for (`loss` applies to apgd / apgd_red /
-    pgd-like presets and names the row, e.g. 'apgd_red-js'; `norm` 'l2' switches the Linf
-    presets to the L2 ball and suffixes their rows, e.g. 'sea-l2')."""
+                 norm=None, log=None):
+    """{row name: spec} for the attacks asked for: preset names, each optionally with settings
+    of its own ('sea:steps=300', see `parse_attack`) that take precedence over the shared ones
+    (`steps`, `step_size`, `restarts`, `loss`: None leaves each preset's default). `loss`
+    applies to apgd / apgd_red / pgd-like presets and names the row, e.g. 'apgd_red-js'; `norm`
+    'l2' switches the Linf presets to the L2 ball and suffixes their rows, e.g. 'sea-l2'. A
+    shared setting that changes the published schedule of apgd / apgd_red / sea is logged."""
     specs = {}
-    for name in names:
-        kwargs = dict(eps=eps, step_size=step_size, class_weights=class_weights, norm=norm)
-        if name != "fgsm":
-            kwargs["steps"] = steps
-        if name not in ("sea", "apgd_red", "fgsm"):
-            kwargs["restarts"] = restarts
-        if loss and name != "sea":
-            kwargs["loss"] = loss
-        row = f"{name}-{loss}" if loss and name != "sea" else name
+    shared = {"steps": steps, "step_size": step_size, "restarts": restarts, "loss": loss}
+    for text in names:
+        name, own = parse_attack(text)
+        if name not in attack_presets.PRESETS:
+            raise JaxsegError(f"unknown attack preset {name!r}; choose one of "
+                              f"{', '.join(attack_presets.PRESETS)}")
+        settings = {k: own.get(k, shared[k]) for k in ATTACK_KEYS}
+        if name == "fgsm":
+            settings.pop("steps")
+        if name in ("sea", "apgd_red", "fgsm") and "restarts" not in own:
+            settings.pop("restarts")
+        if name == "sea" and "loss" not in own:
+            settings.pop("loss")
+        changed = [k for k in ("steps", "step_size") if k not in own and settings.get(k)]
+        if name in SCHEDULED and changed and log:
+            log(f"{name}: the shared --{changed[0].replace('_', '-')} replaces its published "
+                f"{SCHEDULED[name]} ({name}:{changed[0]}=N sets it for {name} alone)")
+        row_loss = settings.get("loss")
+        row = f"{name}-{row_loss}" if row_loss else name
         if norm and norm != attack_presets.PRESETS[name][0]:
             row = f"{row}-{norm}"
-        specs[row] = attack_presets.make(name, **kwargs)
+        specs[row] = attack_presets.make(
+            name, eps=eps, class_weights=class_weights, norm=norm,
+            **{k: v for k, v in settings.items() if v is not None})
     return specs
 
 
 def needs_class_weights(names, loss):
-    return "sea" in names or loss in losses.NEEDS_CLASS_WEIGHTS
+    return any(parse_attack(text)[0] == "sea" or parse_attack(text)[1].get("loss", loss)
+               in losses.NEEDS_CLASS_WEIGHTS for text in names)
+
+
+def describe_attack(row, spec):
+    """One line of an attack's settings for the report."""
+    settings = _attack_settings(row, spec)
+    if hasattr(spec, "members"):
+        member = _attack_settings(row, spec.members[0][1])
+        losses_ = ", ".join(m.loss for _, m in spec.members)
+        return (f"{row}: {member['name']} on {losses_}, {member['steps']} steps each, step "
+                f"size from {member['step_size']:.4g}, {settings['norm']}")
+    return (f"{row}: {settings['steps']} steps, {settings['restarts']} restart(s), step size "
+            f"{settings['step_size']:.4g}, loss {settings['loss']}, {settings['norm']}")
 
 
 def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", split="val",
@@ -158,7 +218,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     if norm not in (None, "linf", "l2"):
         raise JaxsegError(f"unknown norm {norm!r}; choose linf or l2")
     attack_presets.check_hyper(eps, 1.0, norm or "linf")  # also when only the clean row is asked
-    if loss and not [name for name in attacks if name != "sea"]:
+    if loss and not [name for name in attacks if parse_attack(name)[0] != "sea"]:
         raise JaxsegError("sea runs its own losses (js, mce, mce_bal); --loss applies to the "
                           "other attacks (apgd, apgd_red, pgd, ...)")
     if num_images is not None and num_images < 1:
@@ -194,7 +254,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
             weights = np.asarray(multihost_utils.broadcast_one_to_all(weights))
     specs = {"clean": None, **make_attacks(attacks, eps=eps, steps=steps, step_size=step_size,
                                            restarts=restarts, loss=loss, class_weights=weights,
-                                           norm=norm)}
+                                           norm=norm, log=log)}
     if eps_curve:  # validate every point before any work (the curve runs in --norm's ball)
         for value in eps_curve:
             attack_presets.make(curve_attack, eps=value, steps=steps, norm=norm)
@@ -264,13 +324,15 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     if not main:
         return results
     budget = f"L2 eps {eps:.4g} per image" if norm == "l2" else f"eps {255 * eps:.4g}/255"
-    header = (f"data {data} ({split}, {len(dataset)} images); attacks: {budget}, "
-              f"{steps if steps is not None else 'default'} steps, {restarts} restart(s)"
-              + (f", loss {loss}" if loss else "") + "\n\n")
+    settings = [describe_attack(row, spec) for row, spec in specs.items() if spec is not None]
+    header = (f"data {data} ({split}, {len(dataset)} images); {budget}\n\n"
+              + "".join(f"- {line}\n" for line in settings) + ("\n" if settings else ""))
     write_text(os.path.join(output, "results.md"), header + markdown_table(results) + "\n")
     write_json(os.path.join(output, "results.json"),
                {"data": data, "split": split, "images": len(dataset), "eps": eps,
                 "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
+                "attacks": {row: _attack_settings(row, spec) for row, spec in specs.items()
+                            if spec is not None},
                 "checkpoints": dict(zip(names, checkpoints)), "results": results})
     if curves:
         write_json(os.path.join(output, "curve.json"), {
@@ -325,8 +387,9 @@ def _attack_settings(row, spec, member=None):
     if member is not None and hasattr(spec, "members"):
         spec = dict(spec.members)[member]
     settings = {"row": row, "name": spec.name, "steps": spec.steps, "norm": spec.norm}
-    if hasattr(spec, "config"):
-        settings |= {"restarts": spec.config.restarts, "loss": spec.loss,
+    if hasattr(spec, "config"):  # steps per restart
+        settings |= {"steps": spec.steps // spec.config.restarts,
+                     "restarts": spec.config.restarts, "loss": spec.loss,
                      "step_size": None if spec.step_size is None else float(spec.step_size)}
     return settings
 

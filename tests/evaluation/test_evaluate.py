@@ -43,7 +43,8 @@ def run(*args):
 def test_table_json_and_curve(ported, tmp_path):
     out = tmp_path / "eval"
     result = run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--attack", "fgsm",
-                 "--attack", "pgd", "--steps", "2", "--eps-curve", "0,8/255", "--output", out)
+                 "--attack", "pgd:steps=3,restarts=2", "--steps", "2", "--eps-curve", "0,8/255",
+                 "--output", out)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["curve.json", "curve.png", "per_image", "results.json",
                                        "results.md"]
@@ -51,6 +52,12 @@ def test_table_json_and_curve(ported, tmp_path):
     table = (out / "results.md").read_text()
     assert "| Pre | clean |" in table and "| Pre | fgsm |" in table and "| Pre | pgd |" in table
     report = json.loads((out / "results.json").read_text())
+    # every attack's settings, in the JSON and the table's header: pgd's own before --steps
+    assert report["attacks"]["pgd"] | {"step_size": None} == {
+        "row": "pgd", "name": "pgd", "steps": 3, "restarts": 2, "loss": "ce", "norm": "linf",
+        "step_size": None}
+    assert report["attacks"]["fgsm"]["steps"] == 1
+    assert "- pgd: 3 steps, 2 restart(s), step size 0.02614, loss ce, linf" in table
     clean = report["results"]["Pre"]["clean"]
     assert report["images"] == 6 and clean["pixels"] == 6 * 32 * 32
     assert set(clean["iou"]) == {"background", "disc", "ring", "box", "tile", "triangle", "star"}

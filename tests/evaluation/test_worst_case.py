@@ -1,6 +1,7 @@
 """The worst case over attacks from per-image counts: hand-made tables with known answers."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -90,3 +91,37 @@ def test_images_must_match_and_files_round_trip(tmp_path):
     (tmp_path / "bad.npz").write_text("junk")
     with pytest.raises(JaxsegError, match="cannot read per-image results"):
         wc.PerImage.load(tmp_path / "bad.npz")
+
+
+def test_each_attack_takes_its_own_settings_before_the_shared_ones():
+    from jaxseg.evaluation import report
+
+    assert report.parse_attack("sea") == ("sea", {})
+    assert report.parse_attack("pgd:steps=20,restarts=3,step_size=1/255,loss=segpgd") == (
+        "pgd", {"steps": 20, "restarts": 3, "step_size": 1 / 255, "loss": "segpgd"})
+    for bad, message in (("pgd:steps", "expected NAME[:KEY=VALUE,...]"),
+                         ("pgd:eps=1", "expected NAME[:KEY=VALUE,...]"),
+                         ("pgd:steps=0", "steps must be an integer >= 1"),
+                         ("pgd:step_size=inf", "is infinite")):
+        with pytest.raises(JaxsegError, match=re.escape(message)):
+            report.parse_attack(bad)
+    lines = []
+    weights = np.ones(3, np.float32)
+    specs = report.make_attacks(["pgd", "sea:steps=6", "apgd:loss=js"], eps=8 / 255, steps=2,
+                                step_size=None, restarts=1, class_weights=weights,
+                                log=lines.append)
+    assert list(specs) == ["pgd", "sea", "apgd-js"]
+    assert specs["pgd"].steps == 2  # the shared --steps
+    assert [m.steps for _, m in specs["sea"].members] == [6, 6, 6]  # its own
+    assert specs["apgd-js"].steps == 2 and specs["apgd-js"].loss == "js"
+    # the shared --steps replaced apgd's published schedule: said, not silent; sea's own kept
+    assert lines == ["apgd: the shared --steps replaces its published 100 steps from a step of "
+                     "2 eps (apgd:steps=N sets it for apgd alone)"]
+    defaults = report.make_attacks(["sea", "pgd"], eps=8 / 255, steps=None, step_size=None,
+                                   restarts=1, class_weights=weights)
+    assert [m.steps for _, m in defaults["sea"].members] == [300] * 3
+    assert defaults["pgd"].steps == 10
+    assert report.describe_attack("pgd", defaults["pgd"]) == \
+        "pgd: 10 steps, 1 restart(s), step size 0.007843, loss ce, linf"
+    assert report.describe_attack("sea", defaults["sea"]) == \
+        "sea: apgd_red on js, mce, mce_bal, 300 steps each, step size from 0.06275, linf"
