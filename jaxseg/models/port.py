@@ -198,6 +198,10 @@ def load_state_dict(variables, state, scope="", name="input", ignore=()):
             torch_shape = tuple(_to_torch(np.empty(target.shape, np.int8)).shape)
             raise JaxsegError(f"{name}: key {key!r} has shape {tuple(state[key].shape)}, "
                               f"the model expects {torch_shape}")
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            bad = int(np.sum(~np.isfinite(value)))
+            raise JaxsegError(f"{name}: key {key!r} holds {bad} non-finite value(s) (NaN or "
+                              "inf); a model with them cannot be evaluated or exported")
         flat[collection][path] = value.astype(target.dtype)
     return jax.tree_util.tree_map(jnp.asarray, {c: traverse_util.unflatten_dict(flat[c]) for c in flat})
 

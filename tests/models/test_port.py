@@ -219,6 +219,9 @@ def corrupt(state, how):
         state["backbone.layer5.0.conv1.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     elif how == "shape":
         state["classifier.0.weight"] = np.zeros((64, 256, 1, 3), np.float32)
+    elif how == "nan":
+        state["backbone.layer1.0.bn1.running_var"] = np.full_like(
+            state["backbone.layer1.0.bn1.running_var"], np.nan)
     return state
 
 
@@ -227,6 +230,7 @@ def corrupt(state, how):
     ("missing", "missing key 'backbone.layer2.0.conv2.weight'"),
     ("extra", "unexpected key 'backbone.layer5.0.conv1.weight'"),
     ("shape", r"key 'classifier.0.weight' has shape \(64, 256, 1, 3\), the model expects \(64, 256, 3, 3\)"),
+    ("nan", r"bad.pth: key 'backbone.layer1.0.bn1.running_var' holds 8 non-finite value\(s\)"),
 ])
 def test_cli_rejects_bad_state_dicts_and_writes_nothing(tiny_state, tmp_path, how, message):
     source = save_state(tmp_path / "bad.pth", corrupt(tiny_state, how))
