@@ -210,5 +210,9 @@ def test_processes_further_apart_than_gloos_30_seconds_still_meet():
     runs = [subprocess.Popen([sys.executable, "-c", SKEWED, str(i), coordinator, "32"], cwd=REPO,
                              env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    for output in finished(runs, timeout=240):
+    outputs = finished(runs, timeout=240)
+    for output in outputs:
         assert output.strip().splitlines()[-1] == "[0, 1]", output
+    # process 0 says whom it waits for, and how long; the others keep quiet
+    waiting = f"distributed: waiting up to 300 s for 2 processes to join at {coordinator}"
+    assert waiting in outputs[0] and waiting not in outputs[1], outputs

@@ -38,6 +38,14 @@ def cluster_environment(environ=None):
     return None
 
 
+def _rank_from_environment():
+    """This process's index in a launch found in the environment, or None."""
+    for name in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "JAX_PROCESS_ID", "TPU_WORKER_ID"):
+        if os.environ.get(name, "").strip().isdigit():
+            return int(os.environ[name])
+    return None
+
+
 def initialize_distributed(mode="auto", coordinator=None, num_processes=None, process_id=None,
                            tool="this command", timeout=300):
     """The one start-up path of every CLI. mode 'auto': join a multi-process job when the
@@ -66,6 +74,13 @@ def initialize_distributed(mode="auto", coordinator=None, num_processes=None, pr
                               "OMPI_COMM_WORLD_SIZE, TPU_WORKER_HOSTNAMES, JAX_COORDINATOR_ADDRESS)"
                               " and no --coordinator; refusing to run as a single process")
         return
+    # Joining waits for every process: say for whom and how long (process 0, or every process
+    # when the launcher does not say which one this is).
+    if (process_id if process_id is not None else _rank_from_environment()) in (0, None):
+        total = num_processes or (found[1] if found else None)
+        where = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or "the coordinator"
+        print(f"distributed: waiting up to {timeout} s for {total or 'all'} processes to join at "
+              f"{where} ({launcher})", file=sys.stderr, flush=True)
     # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
