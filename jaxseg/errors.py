@@ -4,10 +4,13 @@ import functools
 import os
 import signal
 import sys
+import threading
 
 
 class JaxsegError(Exception):
-    """A bad path, format or value supplied by the user. Its message is one line."""
+    """A bad path, format or value supplied by the user. Its message is one line. An `abandon`
+    attribute (a function) marks an error after which background threads of a failed write
+    still run: the CLI guard calls it (cleanup), reports the error and exits at once."""
 
 
 def cli_guard(main):
@@ -20,6 +23,12 @@ def cli_guard(main):
             return main(*args, **kwargs)
         except JaxsegError as err:
             message = " ".join(str(err).split())  # always one line
+            abandon = getattr(err, "abandon", None)
+            if abandon is not None:  # a failed write's threads still run: clean up, stop them
+                abandon()
+                sys.stdout.flush()
+                os.write(2, f"error: {message}\n".encode())
+                os._exit(2)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:  # Ctrl-C before a loop's own handler is installed
@@ -40,3 +49,33 @@ def exit_on_interrupt():
         os._exit(130)
 
     signal.signal(signal.SIGINT, interrupted)
+    _watch_signals(interrupted)
+
+
+def _watch_signals(interrupted):
+    """A Python signal handler runs only when the main thread is back in Python: inside an XLA
+    compilation (seconds to minutes) Ctrl-C would wait for it. Python's C-level handler also
+    writes the signal's number to the wakeup fd at once; a thread reading it does what the
+    handler would: exit at once, or, when the training loop's handler is installed (save, then
+    stop), say that the run stops after the current step."""
+    try:
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread: the handler alone
+        return
+
+    def watch():
+        while data := os.read(read, 64):
+            for number in data:
+                if number not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                handler = signal.getsignal(number)
+                if handler is interrupted:
+                    interrupted(number, None)
+                elif getattr(getattr(handler, "__self__", None), "stops_after_step", False):
+                    name = signal.Signals(number).name
+                    os.write(2, f"{name}: stopping after the current step (a checkpoint is "
+                                "saved)\n".encode())
+
+    threading.Thread(target=watch, name="jaxseg-signals", daemon=True).start()

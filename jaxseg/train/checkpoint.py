@@ -9,8 +9,12 @@ naming the configuration keys that differ.
 """
 
 import collections
+import logging
 import os
+import re
+import shutil
 import sys
+import time
 
 import jax
 import numpy as np
@@ -21,17 +25,37 @@ from jaxseg.models import model_config
 from jaxseg.models.checkpoint import quiet_orbax
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a quota, a vanished directory). orbax
+    reports a failed asynchronous save as whatever tensorstore raised, often a ValueError
+    (RESOURCE_EXHAUSTED), at the next save or wait."""
+
+
+def _write_error(step, directory, err):
+    reason = " ".join(str(err).split())[:200] or type(err).__name__
+    where = f"checkpoint {step}" if step is not None else "a checkpoint"
+    where += f" in {directory}"
+    return CheckpointWriteError(f"writing {where} failed ({reason}); is the disk full?")
+
+
 class TrainCheckpoints:
     """Training checkpoints in `directory` (an orbax CheckpointManager): async saves, the last
     `keep` kept. Each step holds the model-checkpoint items (`model`, `variables`, so `load()`
     works on it) plus `train` (optimizer state, step, PRNG key, ...), `data` (the input
     iterator's position) and `config` (the run's full configuration, for provenance)."""
 
+    failed = False  # a save failed: its temporary folder is removed on close
+
     def __init__(self, directory, model, keep=3, async_save=True):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.model = model
         self.directory = os.path.abspath(directory)
+        # A save failing in orbax's background threads (a full disk) is logged there at length,
+        # then raised here at the next save or wait: the loop reports it in one line.
+        self._loggers = {name: logging.getLogger(name).level for name in ("absl", "asyncio")}
+        for name in self._loggers:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         with quiet_orbax():  # it reads every step's metadata; damage is reported on restore
             self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -42,13 +66,17 @@ class TrainCheckpoints:
         return os.path.join(self.directory, str(step))
 
     def save(self, step, variables, train, data_state, config):
-        self.manager.save(step, force=True, args=ocp.args.Composite(
-            model=ocp.args.JsonSave(model_config(self.model)),
-            variables=ocp.args.StandardSave(variables),
-            train=ocp.args.StandardSave(train),
-            data=ocp.args.JsonSave(data_state),
-            config=ocp.args.JsonSave(config),
-        ))
+        try:
+            self.manager.save(step, force=True, args=ocp.args.Composite(
+                model=ocp.args.JsonSave(model_config(self.model)),
+                variables=ocp.args.StandardSave(variables),
+                train=ocp.args.StandardSave(train),
+                data=ocp.args.JsonSave(data_state),
+                config=ocp.args.JsonSave(config),
+            ))
+        except (OSError, ValueError, RuntimeError) as err:  # this save, or the one in flight
+            self.failed = True
+            raise _write_error(step, self.directory, err) from None
 
     def restore(self, step, variables, train):
         """(variables, train, data_state) of `step`, shaped and sharded like the given targets."""
@@ -119,10 +147,38 @@ class TrainCheckpoints:
         return os.path.basename(target)
 
     def wait(self):
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except (OSError, ValueError, RuntimeError) as err:
+            self.failed = True
+            raise _write_error(None, self.directory, err) from None
+
+    def remove_unfinished(self):
+        """Delete the temporary folders of saves that never finished (orbax publishes a step
+        by renaming its temporary folder; one left behind holds no usable checkpoint)."""
+        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            if re.fullmatch(r"\d+\.orbax-checkpoint-tmp.*", name):
+                path = os.path.join(self.directory, name)
+                for _ in range(50):  # a failed save's threads may still be writing into it
+                    shutil.rmtree(path, ignore_errors=True)
+                    if not os.path.exists(path):
+                        break
+                    time.sleep(0.1)
 
     def close(self):
-        self.manager.close()
+        try:
+            self.manager.close()
+        except (OSError, ValueError, RuntimeError) as err:  # a failed save, already reported
+            if not self.failed:
+                print(f"warning: {_write_error(None, self.directory, err)}", file=sys.stderr)
+            self.failed = True
+        if self.failed:  # after close: no save is in flight any more
+            self.remove_unfinished()
+            return  # the failed save's tasks are still logged when collected: keep them quiet
+        for name, level in self._loggers.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _shapes(step_path, item):

@@ -24,12 +24,14 @@ from jaxseg import config as configs
 from jaxseg.train import optim
 from jaxseg.train import state as training
 from jaxseg.train import workdir as workdirs
-from jaxseg.train.checkpoint import TrainCheckpoints
+from jaxseg.train.checkpoint import CheckpointWriteError, TrainCheckpoints
 from jaxseg.errors import JaxsegError
 
 
 class StopSignals:
     """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and returns at the next step."""
+
+    stops_after_step = True  # what the CLIs' signal thread announces at once (jaxseg.errors)
 
     def __init__(self):
         self.received = None
@@ -88,8 +90,19 @@ def _datasets(config):
     kwargs = config.data.kwargs.to_dict()
     if config.data.skip_bad:
         kwargs["skip_bad"] = True
-    train_ds = data.get_dataset(config.data.train, config.data.train_split, **kwargs)
-    eval_ds = data.get_dataset(config.data.eval or config.data.train, config.data.eval_split, **kwargs)
+
+    def dataset(spec, split):
+        try:
+            return data.get_dataset(spec, split, **kwargs)
+        except (JaxsegError, TypeError) as err:  # TypeError: an argument the dataset does not take
+            if not config.data.kwargs:
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in config.data.kwargs.items())
+            raise JaxsegError(f"{spec} ({split}): {err} (from config key data.kwargs: "
+                              f"{given})") from None
+
+    train_ds = dataset(config.data.train, config.data.train_split)
+    eval_ds = dataset(config.data.eval or config.data.train, config.data.eval_split)
     labels.check_num_classes(eval_ds.info.num_classes, train_ds.info.num_classes,
                              f"eval data {config.data.eval or config.data.train}", "train data")
     return train_ds, data.Subset(eval_ds, config.eval.num_images)
@@ -251,10 +264,13 @@ def _train(config, workdir):
                     break
             checkpoints.wait()  # still under the handler: a Ctrl-C now cannot cut the save
     except (NonFiniteStep, OSError) as err:  # OSError: a full disk, a vanished workdir
-        _settle(checkpoints)
+        _settle(checkpoints, quiet=isinstance(err, CheckpointWriteError))
         latest = checkpoints.latest_step()
         where = checkpoints.path(latest) if latest else "none (no checkpoint was saved yet)"
-        raise JaxsegError(f"{err}; stopped, the last good checkpoint is {where}") from None
+        error = JaxsegError(f"{err}; stopped, the last good checkpoint is {where}")
+        if isinstance(err, CheckpointWriteError):
+            error.abandon = checkpoints.remove_unfinished
+        raise error from None
     except BaseException:
         _settle(checkpoints)
         raise
@@ -269,14 +285,17 @@ def _train(config, workdir):
     return {"step": last_saved, "stopped_by": stopped_by, "model": model, "state": state}
 
 
-def _settle(checkpoints):
+def _settle(checkpoints, quiet=False):
     """Finish the save in flight before an error is reported, so that the checkpoint the message
-    names exists; a save that cannot finish is abandoned (orbax never publishes it)."""
+    names exists; a save that cannot finish is abandoned (orbax never publishes it) and its
+    temporary folder removed. quiet: the error being reported is that failure already."""
     try:
         checkpoints.wait()
     except Exception as err:  # the save itself failed (full disk ...): it stays unpublished
-        print(f"warning: the checkpoint save in flight failed: {' '.join(str(err).split())[:200]}",
-              file=sys.stderr)
+        if not quiet:
+            print(f"warning: the checkpoint save in flight failed: "
+                  f"{' '.join(str(err).split())[:200]}", file=sys.stderr)
+    checkpoints.remove_unfinished()
     checkpoints.manager.reload()
 
 

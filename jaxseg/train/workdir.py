@@ -21,12 +21,20 @@ from jaxseg import io
 from jaxseg.errors import JaxsegError
 
 LOCK = "train.lock"
+FILES = (LOCK, "metrics.jsonl", "config.json", "config_history.jsonl")  # what the trainer writes
 
 
 def prepare(workdir):
     """Create `workdir` if needed (one-line errors for an empty name, a file, a read-only
-    place); returns the absolute path."""
-    return io.prepare_dir(workdir, "workdir")
+    place, and for a directory where the trainer keeps one of its files); returns the absolute
+    path."""
+    workdir = io.prepare_dir(workdir, "workdir")
+    for name in FILES:
+        path = os.path.join(workdir, name)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise JaxsegError(f"{path} is not a file (the trainer keeps its {name} there); "
+                              "move it away or use another workdir")
+    return workdir
 
 
 @contextlib.contextmanager

@@ -256,6 +256,23 @@ def test_bad_workdir_is_one_line(tmp_path, capsys, case, message):
     assert (tmp_path / "f").read_text() == "x"
 
 
+@pytest.mark.parametrize("name", ["train.lock", "config_history.jsonl", "metrics.jsonl"])
+def test_a_directory_where_the_trainer_keeps_a_file_is_one_line(tmp_path, capsys, name):
+    (tmp_path / "w" / name).mkdir(parents=True)
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path / "w")
+    one_line_error(capsys, code, f"{tmp_path / 'w' / name} is not a file")
+    assert sorted(os.listdir(tmp_path / "w")) == [name]  # nothing written
+
+
+def test_a_dataset_error_from_data_kwargs_names_the_config_key(tmp_path, capsys):
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path / "w",
+                   "--config.data.kwargs.size=(0,0)")
+    one_line_error(capsys, code, "synthetic (train): synthetic scene size 0x0 is too small")
+    code = run_cli(train_cli.main, "--config", QUICK, "--workdir", tmp_path / "w",
+                   "--config.data.kwargs.size=(0,0)")
+    assert "(from config key data.kwargs: " in one_line_error(capsys, code, "size=(0, 0))")
+
+
 def test_a_second_trainer_on_a_workdir_is_refused(tmp_path, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom jaxseg.train import workdir\n"
@@ -292,6 +309,36 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
         assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
         if (workdir / "config.json").exists():
             json.loads((workdir / "config.json").read_text())  # whole, never half-written
+
+
+LONG_COMPILE = """
+import functools, sys
+from jaxseg.cli import start_process
+start_process()
+import jax, jax.numpy as jnp
+chain = jax.jit(lambda x: functools.reduce(lambda a, i: jnp.sin(a @ a + i), range(3000), x))
+print("compiling", flush=True)
+chain.lower(jnp.ones((32, 32))).compile()  # tens of seconds inside XLA, away from Python
+print("compiled", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_long_compilation_exits_at_once():
+    """Python runs its signal handler only when the main thread is back in Python; XLA compiles
+    for tens of seconds (this program: ~30 s), so the commands' signal thread acts instead."""
+    process = subprocess.Popen([sys.executable, "-c", LONG_COMPILE], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "compiling"
+    time.sleep(1.0)  # inside the compilation
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=10)  # a quarter of the compilation, at most
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("Ctrl-C waited for the compilation to end")
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert "compiled" not in out
 
 
 @pytest.mark.slow
@@ -345,3 +392,29 @@ def test_sigterm_and_kills_at_random_points_lose_nothing(tmp_path):
     _, b = models.load(tmp_path / "straight")
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     assert train_records(workdir) == list(range(1, steps + 1))
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(tmp_path):
+    """A file-size limit stands in for a full disk: orbax's asynchronous save fails in the
+    background and reports it (often as a ValueError) at the next save; the run stops with one
+    line naming the last good checkpoint, its last line, and no temporary checkpoint folder stays
+    behind. (tensorstore's callbacks still print 'Event loop is closed' tracebacks from their own
+    threads while the failed save unwinds, before that line.)"""
+    limited = ("import resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
+               "from jaxseg.cli.train import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    workdir = tmp_path / "w"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    result = subprocess.run([sys.executable, "-c", limited, "--config", QUICK, "--workdir",
+                             str(workdir), "--config.steps=4", "--config.checkpoint.every=2"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "is the disk full?" in errors[0] and "the last good checkpoint is" in errors[0]
+    assert result.stderr.strip().splitlines()[-1] == errors[0], result.stderr[-2000:]
+    assert "warning:" not in result.stderr and "ERROR:" not in result.stderr, result.stderr[-2000:]
+    left = os.listdir(workdir / "checkpoints")
+    assert not [name for name in left if "tmp" in name], left
