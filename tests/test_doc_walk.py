@@ -153,7 +153,8 @@ def test_the_results_page_lists_the_calls_the_camvid_experiment_makes(tmp_path):
     assert [unroll == "on" for _, unroll in calls] == [label in camvid.UNROLLED
                                                        for label, _, _ in expected]
     if cars is None:
-        pytest.skip(f"{paths.CAMVID} absent: the car images were taken from the page, not the data")
+        pytest.skip(f"CamVid copy absent ({paths.CAMVID}): the car images were checked against "
+                    "the page only, not the data")
 
 
 def test_every_documented_command_expands_without_placeholders(tmp_path):
