@@ -51,3 +51,64 @@ def save_predictions(path, model, variables, images, labels, info, specs, key=No
         columns.append([info.colorize(p) for p in predictions])
         titles.append(f"pred {name}")
     save_png(image_grid([list(row) for row in zip(*columns)], titles), path)
+
+
+def legend(info, width):
+    """A strip of [colour] name entries for the dataset's classes, `width` pixels wide."""
+    entry, height = 90, 14
+    per_row = max(1, width // entry)
+    rows = -(-len(info.class_names) // per_row)
+    strip = Image.new("RGB", (width, rows * height + 2), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, name in enumerate(info.class_names):
+        x, y = (k % per_row) * entry + 2, (k // per_row) * height + 2
+        draw.rectangle([x, y, x + 10, y + 10], fill=tuple(int(v) for v in info.palette[k]),
+                       outline=(0, 0, 0))
+        draw.text((x + 14, y), str(name)[:12], fill=(0, 0, 0))
+    return strip
+
+
+def attack_grid(images, adversarial, clean_predictions, adversarial_predictions, labels, info):
+    """Rows per image: image | adversarial image | perturbation (mid-grey = none, scaled to its
+    largest value so that it is visible) | clean prediction | adversarial prediction | truth, in
+    the dataset's class colours, with a legend below."""
+    images, adversarial = np.asarray(images, np.float32), np.asarray(adversarial, np.float32)
+    delta = adversarial - images
+    scale = max(float(np.abs(delta).max()), 1e-12)
+    rows = [[x, a, 0.5 + 0.5 * d / scale, info.colorize(p), info.colorize(q), info.colorize(y)]
+            for x, a, d, p, q, y in zip(images, adversarial, delta, clean_predictions,
+                                        adversarial_predictions, labels)]
+    grid = image_grid(rows, ["image", "adversarial", f"delta x{0.5 / scale:.3g}", "clean pred",
+                             "adv pred", "truth"])
+    strip = legend(info, grid.width)
+    canvas = Image.new("RGB", (grid.width, grid.height + strip.height), (255, 255, 255))
+    canvas.paste(grid, (0, 0))
+    canvas.paste(strip, (0, grid.height))
+    return canvas
+
+
+def iou_bars(rows, class_names, path, title=""):
+    """A bar chart of per-class IoU (percent), one bar per class and row ({row: {class: IoU}}),
+    written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(class_names) * max(1, len(rows)) / 2),
+                                         3.5), dpi=120)
+    width = 0.8 / max(1, len(rows))
+    for number, (name, iou) in enumerate(rows.items()):
+        values = [100 * np.nan_to_num(iou.get(c, np.nan)) for c in class_names]
+        axis.bar(np.arange(len(class_names)) + number * width, values, width, label=name)
+    axis.set_xticks(np.arange(len(class_names)) + 0.4 - width / 2)
+    axis.set_xticklabels(class_names, rotation=45, ha="right", fontsize=7)
+    axis.set_ylabel("IoU (%)")
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    try:
+        with atomic_path(path, ".png") as tmp:
+            figure.savefig(tmp, format="png")
+    finally:
+        plt.close(figure)

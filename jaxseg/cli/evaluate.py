@@ -58,6 +58,9 @@ def parse_args(argv):
                         "this eps and norm: this run's and those stored earlier in "
                         "OUTPUT/per_image for the same model and data (without --attack: the "
                         "stored ones)")
+    parser.add_argument("--show", type=int, default=0, metavar="N",
+                        help="pictures of what each attack did to the first N images "
+                        "(OUTPUT/show/<model>/<attack>.png) and a per-class IoU chart")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--step-size", default=None)
     parser.add_argument("--restarts", type=int, default=1)
@@ -86,6 +89,7 @@ def main(argv=None):
         loss=args.loss, class_counts=args.class_counts, worst=args.worst_case, quiet=args.quiet,
         step_size=None if args.step_size is None else parse_number(args.step_size, "step-size"),
         restarts=args.restarts, seed=args.seed, dtype=args.dtype, remat=args.remat, norm=args.norm,
+        show=args.show,
         curve_attack=args.curve_attack,
         eps_curve=[parse_number(v, "eps-curve") for v in args.eps_curve.split(",")]
         if args.eps_curve else None,

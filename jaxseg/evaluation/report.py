@@ -160,6 +160,9 @@ def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_wei
         row = f"{name}-{row_loss}" if row_loss else name
         if norm and norm != attack_presets.PRESETS[name][0]:
             row = f"{row}-{norm}"
+        if row in specs:
+            raise JaxsegError(f"--attack {text!r}: a second attack with the row {row!r} (each "
+                              "row of the table is one attack; give them other losses or norms)")
         specs[row] = attack_presets.make(
             name, eps=eps, class_weights=class_weights, norm=norm,
             **{k: v for k, v in settings.items() if v is not None})
@@ -188,7 +191,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                          pad_to=None, attacks=(), eps=8 / 255, steps=10, step_size=None,
                          restarts=1, loss=None, class_counts=None, worst=False, eps_curve=None,
                          curve_attack="pgd", seed=0, dtype="auto", remat="none", norm=None,
-                         quiet=False, log=print):
+                         show=0, quiet=False, log=print):
     """Clean and robust accuracy / mIoU of each checkpoint (Table 1), per image and over the
     split, and with `eps_curve` (a list of eps values) a robustness curve per model. Every
     input is checked before any work.
@@ -203,6 +206,7 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
     pixels per class for mce_bal / sea (default: counted from `data`'s train split, cached).
     dtype / remat: how the models compute (`models.load`; 'auto': bf16 on GPU/TPU, fp32 on CPU).
     norm: 'linf' or 'l2' for every attack (None: each preset's own; L2 eps is per image).
+    show: pictures of what each attack did to the first `show` images (`show_attacks`).
 
     Writes OUTPUT/results.md (Table-1 style), results.json (per-class IoU too),
     per_image/<model>/<attack>.npz (per-image TP / FP / FN per class, with a fingerprint of
@@ -223,6 +227,8 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
                           "other attacks (apgd, apgd_red, pgd, ...)")
     if num_images is not None and num_images < 1:
         raise JaxsegError(f"--num-images must be >= 1, got {num_images}")
+    if show < 0:
+        raise JaxsegError(f"--show must be >= 0, got {show}")
 
     def load_all():  # all errors before any work, agreed between the processes of a job
         dataset = datasets.get_dataset(data, split, **(data_kwargs or {}))
@@ -311,6 +317,12 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
             s = results[name][WORST]
             log(f"{name} {WORST} over {len(attacked)} attacks: pixel acc {100 * s['pixel_acc']:.1f} "
                 f"mIoU {100 * s['miou']:.1f} (image acc {100 * s['image_acc']:.1f})")
+        if show and main:
+            where = os.path.join(output, "show", _safe(name))
+            show_attacks(model, variables, loader(), specs, show, key, dataset.info, where,
+                         results[name])
+            log(f"{name}: pictures of the first {show} images per attack and a per-class IoU "
+                f"chart in {where}")
         if eps_curve:
             curves[name] = []
             for value in eps_curve:
@@ -349,6 +361,36 @@ def evaluate_checkpoints(checkpoints, *, output, names=None, data="synthetic", s
             if os.path.exists(os.path.join(output, stale)):
                 os.remove(os.path.join(output, stale))
     return results
+
+
+def show_attacks(model, variables, batches, specs, count, key, info, folder, rows):
+    """For the first `count` images of `batches`: per attack a grid (image | adversarial |
+    perturbation | clean and adversarial prediction | truth, `viz.attack_grid`) in
+    folder/<row>.png, and folder/iou.png, the per-class IoU of every row of `rows` (the split's
+    summaries). The pictured attacks run on these images alone (same key, another batch than
+    the evaluation's): what they show is the attack, not the counted example."""
+    from jaxseg import viz
+    from jaxseg.io import save_png
+
+    images, labels = [], []
+    for batch in batches:
+        valid = np.asarray(batch.get("valid", np.ones(len(batch["image"]), bool)), bool)
+        images += list(np.asarray(batch["image"], np.float32)[valid])
+        labels += list(np.asarray(batch["label"], np.int32)[valid])
+        if len(images) >= count:
+            break
+    images, labels = np.stack(images[:count]), np.stack(labels[:count])
+    predict = lambda x: np.asarray(model.apply(variables, x, train=False)["out"]).argmax(-1)  # noqa: E731
+    clean = predict(images)
+    for row, spec in specs.items():
+        if spec is None:
+            continue
+        x = np.asarray(attack_presets.attack(spec, model.apply, variables, images, labels, key).x)
+        save_png(viz.attack_grid(images, x, clean, predict(x), labels, info),
+                 os.path.join(folder, f"{_safe(row)}.png"))
+    bars = {row: summary["iou"] for row, summary in rows.items() if "iou" in summary}
+    viz.iou_bars(bars, list(info.class_names), os.path.join(folder, "iou.png"),
+                 title="per-class IoU, clean and under each attack")
 
 
 def _eps_text(eps, norm):

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from jaxseg import evaluation, models
 from jaxseg.errors import JaxsegError
@@ -34,6 +35,12 @@ def ported(tmp_path_factory):
     return root / "ckpt"
 
 
+def evaluation_info():
+    from jaxseg.data import get_dataset
+
+    return get_dataset("synthetic", "val", size=(32, 32)).info
+
+
 def run(*args):
     return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True)
@@ -44,10 +51,18 @@ def test_table_json_and_curve(ported, tmp_path):
     out = tmp_path / "eval"
     result = run("--checkpoint", ported, "--name", "Pre", *SYNTHETIC, "--attack", "fgsm",
                  "--attack", "pgd:steps=3,restarts=2", "--steps", "2", "--eps-curve", "0,8/255",
-                 "--output", out)
+                 "--show", "2", "--output", out)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == ["curve.json", "curve.png", "per_image", "results.json",
-                                       "results.md"]
+                                       "results.md", "show"]
+    # pictures: per attack, 2 rows of image | adversarial | delta | 2 predictions | truth, a
+    # legend of the 7 classes below; and the per-class IoU chart
+    assert sorted(os.listdir(out / "show" / "Pre")) == ["fgsm.png", "iou.png", "pgd.png"]
+    grid = np.asarray(Image.open(out / "show" / "Pre" / "pgd.png"))
+    assert grid.shape[1] == 6 * 32 + 5 * 2 and grid.shape[0] > 14 + 2 * 32 + 2
+    palette = {tuple(c) for c in evaluation_info().palette}
+    assert palette <= {tuple(p) for p in grid.reshape(-1, 3)}  # every class colour, in the legend
+    assert "pictures of the first 2 images per attack" in result.stdout
     assert sorted(os.listdir(out / "per_image" / "Pre")) == ["clean.npz", "fgsm.npz", "pgd.npz"]
     table = (out / "results.md").read_text()
     assert "| Pre | clean |" in table and "| Pre | fgsm |" in table and "| Pre | pgd |" in table
