@@ -207,12 +207,19 @@ def test_processes_further_apart_than_gloos_30_seconds_still_meet():
     from tests.helpers.multiprocess import finished, free_port
 
     coordinator = f"127.0.0.1:{free_port()}"
-    runs = [subprocess.Popen([sys.executable, "-c", SKEWED, str(i), coordinator, "32"], cwd=REPO,
-                             env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    start = lambda i: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-c", SKEWED, str(i), coordinator, "32"], cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    # Process 0 alone first: while it waits, it says for whom, where and how long.
+    first = start(0)
+    waiting = f"distributed: waiting up to 300 s for 2 processes to join at {coordinator} "
+    seen = [first.stdout.readline()]
+    while waiting not in seen[-1] and seen[-1]:
+        seen.append(first.stdout.readline())
+    assert waiting in seen[-1], seen
+    runs = [first, start(1)]
     outputs = finished(runs, timeout=240)
     for output in outputs:
         assert output.strip().splitlines()[-1] == "[0, 1]", output
-    # process 0 says whom it waits for, and how long; the others keep quiet
-    waiting = f"distributed: waiting up to 300 s for 2 processes to join at {coordinator}"
-    assert waiting in outputs[0] and waiting not in outputs[1], outputs
+    assert waiting not in outputs[1], outputs[1]  # the others keep quiet

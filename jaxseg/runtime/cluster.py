@@ -3,6 +3,7 @@ TPU, JAX_COORDINATOR_ADDRESS or explicit flags), and Gloo's connections on CPU h
 
 import os
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,9 @@ def cluster_environment(environ=None):
     if env.get("JAX_COORDINATOR_ADDRESS"):
         return "JAX_COORDINATOR_ADDRESS", count("JAX_NUM_PROCESSES") if "JAX_NUM_PROCESSES" in env else None
     return None
+
+
+ANNOUNCE_WAIT_S = 2.0  # a join that takes longer than this says whom it waits for
 
 
 def _rank_from_environment():
@@ -74,27 +78,36 @@ def initialize_distributed(mode="auto", coordinator=None, num_processes=None, pr
                               "OMPI_COMM_WORLD_SIZE, TPU_WORKER_HOSTNAMES, JAX_COORDINATOR_ADDRESS)"
                               " and no --coordinator; refusing to run as a single process")
         return
-    # Joining waits for every process: say for whom and how long (process 0, or every process
-    # when the launcher does not say which one this is).
+    # Joining waits for every process: once it takes a moment, say for whom and how long
+    # (process 0, or every process when the launcher does not say which one this is).
+    announce = None
     if (process_id if process_id is not None else _rank_from_environment()) in (0, None):
         total = num_processes or (found[1] if found else None)
         where = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or "the coordinator"
-        print(f"distributed: waiting up to {timeout} s for {total or 'all'} processes to join at "
-              f"{where} ({launcher})", file=sys.stderr, flush=True)
+        message = (f"distributed: waiting up to {timeout} s for {total or 'all'} processes to "
+                   f"join at {where} ({launcher})")
+        announce = threading.Timer(ANNOUNCE_WAIT_S, print, (message,),
+                                   {"file": sys.stderr, "flush": True})
+        announce.daemon = True
+        announce.start()
     # CPU hosts (and tests) need a collectives backend across processes; GPU/TPU ignore it.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=coordinator or None,
-                                   num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=timeout)
-    except Exception as err:  # jax raises many types; the run must stop, not go on alone
-        reason = " ".join(str(err).split())[:200] or type(err).__name__
-        raise JaxsegError(f"joining the multi-process job from {launcher} failed ({reason}); "
-                          "stopping rather than running independent copies") from None
-    if mode == "on" and jax.process_count() == 1:
-        raise JaxsegError(f"--distributed on: the job from {launcher} has one process only")
-    if jax.process_count() > 1 and jax.default_backend() == "cpu":
-        _connect_cpu_collectives(timeout)
+        try:
+            jax.distributed.initialize(coordinator_address=coordinator or None,
+                                       num_processes=num_processes, process_id=process_id,
+                                       initialization_timeout=timeout)
+        except Exception as err:  # jax raises many types; the run must stop, not go on alone
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise JaxsegError(f"joining the multi-process job from {launcher} failed ({reason}); "
+                              "stopping rather than running independent copies") from None
+        if mode == "on" and jax.process_count() == 1:
+            raise JaxsegError(f"--distributed on: the job from {launcher} has one process only")
+        if jax.process_count() > 1 and jax.default_backend() == "cpu":
+            _connect_cpu_collectives(timeout)
+    finally:
+        if announce is not None:
+            announce.cancel()
     if jax.process_index() == 0:
         print(f"distributed: {jax.process_count()} processes, {jax.local_device_count()} local "
               f"and {jax.device_count()} global devices, mesh ('{DATA_AXIS}': "
