@@ -106,8 +106,15 @@ def iou_bars(rows, class_names, path, title=""):
     axis.set_ylabel("IoU (%)")
     axis.set_title(title)
     axis.legend(fontsize=7)
-    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def save_figure(figure, path):
+    """A matplotlib figure as PNG, laid out, written atomically, then closed."""
+    from matplotlib import pyplot as plt
+
     try:
+        figure.tight_layout()
         with atomic_path(path, ".png") as tmp:
             figure.savefig(tmp, format="png")
     finally:

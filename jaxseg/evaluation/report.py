@@ -19,12 +19,12 @@ from jax.experimental import multihost_utils
 
 from jaxseg import attacks as attack_presets
 from jaxseg import data as datasets
-from jaxseg import labels, models, runtime
+from jaxseg import labels, models, runtime, viz
 from jaxseg.attacks import losses
 from jaxseg.evaluation import confusion, metrics
 from jaxseg.evaluation.worst_case import PerImage, summarize_counts, worst_case
 from jaxseg.errors import JaxsegError
-from jaxseg.io import atomic_path, prepare_dir, write_json, write_text
+from jaxseg.io import prepare_dir, write_json, write_text
 
 WORST = "worst case"
 
@@ -369,7 +369,6 @@ def show_attacks(model, variables, batches, specs, count, key, info, folder, row
     folder/<row>.png, and folder/iou.png, the per-class IoU of every row of `rows` (the split's
     summaries). The pictured attacks run on these images alone (same key, another batch than
     the evaluation's): what they show is the attack, not the counted example."""
-    from jaxseg import viz
     from jaxseg.io import save_png
 
     images, labels = [], []
@@ -548,9 +547,4 @@ def robustness_curve(curves, path, metric="miou", attack="pgd", norm=None):
     axis.set_title(f"{attack} robustness")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    try:
-        with atomic_path(path, ".png") as tmp:
-            figure.savefig(tmp, format="png")
-    finally:
-        plt.close(figure)
+    viz.save_figure(figure, path)
