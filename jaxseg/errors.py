@@ -41,8 +41,9 @@ def cli_guard(main):
 def exit_on_interrupt():
     """From now on Ctrl-C (SIGINT) exits at once with code 130 and one line: no traceback from
     inside JAX's start-up or compilation, and no crash in interpreter teardown while XLA threads
-    run. Files are written atomically, so nothing is half-written. The training loop installs
-    its own handler (save, then stop) while it runs."""
+    run, and at once even while XLA compiles (`_watch_signals`). Files are written atomically,
+    so nothing is half-written. The training loop installs its own handler (save, then stop)
+    while it runs."""
 
     def interrupted(_signum, _frame):
         os.write(2, b"interrupted\n")
