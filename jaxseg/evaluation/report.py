@@ -170,8 +170,10 @@ def make_attacks(names, *, eps, steps, step_size, restarts, loss=None, class_wei
 
 
 def needs_class_weights(names, loss):
-    return any(parse_attack(text)[0] == "sea" or parse_attack(text)[1].get("loss", loss)
-               in losses.NEEDS_CLASS_WEIGHTS for text in names)
+    """Whether an attack asked for needs class weights (sea, or an mce_bal loss)."""
+    parsed = [parse_attack(text) for text in names]
+    return any(name == "sea" or own.get("loss", loss) in losses.NEEDS_CLASS_WEIGHTS
+               for name, own in parsed)
 
 
 def describe_attack(row, spec):
