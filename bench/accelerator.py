@@ -114,7 +114,7 @@ def jax_programs(config, batch, dtype, remat):
 
     height, width = (int(v) for v in config.data.crop_size)
     num_classes = config.model.num_classes or 21
-    model = models.fcn(config.model.arch, num_classes, config.model.aux,
+    model = models.build(config.model.arch, num_classes, config.model.aux,
                        runtime.compute_dtype(dtype), remat)
     variables = models.init(model, jax.random.key(0), (height, width))
     rng = np.random.default_rng(0)

@@ -65,7 +65,7 @@ def jax_setup(args, dtype):
 
     model, variables, _ = port.port(tr.state_numpy(tr.torch_fcn("fcn_resnet50", seed=0)))
     if dtype == "bfloat16":
-        model = models.fcn("fcn_resnet50", num_classes=model.num_classes, aux=model.aux,
+        model = models.build("fcn_resnet50", num_classes=model.num_classes, aux=model.aux,
                            dtype=jnp.bfloat16)
     images = jnp.asarray(inputs(args.batch, args.size))
     labels = jnp.argmax(jax.jit(lambda x: model.apply(variables, x)["out"])(images), -1)

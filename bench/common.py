@@ -49,7 +49,7 @@ def scenes_and_model(height, width, batch, arch="fcn_resnet26_w16"):
     items = [dataset[i] for i in range(batch)]
     images = np.stack([it["image"] for it in items]).astype(np.float32) / 255.0
     labels = np.stack([it["label"] for it in items]).astype(np.int32)
-    model = models.fcn(arch, num_classes=dataset.info.num_classes)
+    model = models.build(arch, num_classes=dataset.info.num_classes)
     variables = models.init(model, jax.random.key(0), (height, width))
     return dataset, images, labels, model, variables
 

@@ -43,7 +43,7 @@ def loader_rate(dataset, batch, threads, workers, batches, warmup=5):
 
 def make_train_step(num_classes):
     """A self-contained standard step: CE (ignore 255) on 'out' + 0.5 * 'aux', SGD momentum."""
-    model = jaxseg.models.fcn("fcn_resnet26_w16", num_classes=num_classes)
+    model = jaxseg.models.build("fcn_resnet26_w16", num_classes=num_classes)
     variables = jaxseg.models.init(model, jax.random.key(0), image_size=CROP)
     optimizer = optax.sgd(0.01, momentum=0.9)
     opt_state = optimizer.init(variables["params"])

@@ -20,7 +20,7 @@ from jaxseg import models, runtime
 
 def programs(batch, size, pointwise_matmul):
     with runtime.conv_policy(pointwise_matmul):
-        model = models.fcn("fcn_resnet50", num_classes=21)
+        model = models.build("fcn_resnet50", num_classes=21)
         variables = models.init(model, jax.random.key(0), (size, size))
 
         def loss(params, x):

@@ -158,7 +158,7 @@ def _plan(config, batches, remats, dtypes, accelerator, evaluation, log):
     rows = []
     for dtype in dtypes:
         for remat in remats:
-            model = models.fcn(config.model.arch, num_classes, config.model.aux,
+            model = models.build(config.model.arch, num_classes, config.model.aux,
                                runtime.compute_dtype(dtype), remat)
             variables = jax.eval_shape(lambda m=model: models.init(m, key, (height, width)))
             steps = config.steps * (config.adv.replays if config.adv.mode == "free" else 1)

@@ -21,7 +21,7 @@ def base():
     config.model = ml_collections.ConfigDict(dict(
         arch="fcn_resnet26_w16",
         num_classes=config_dict.placeholder(int),  # default: the training dataset's
-        aux=True,
+        aux=config_dict.placeholder(bool),  # default: an aux head where torchvision has one
         dtype="auto",  # compute dtype: auto (bf16 on GPU/TPU, fp32 on CPU), float32, bfloat16
         remat="none",  # per-block rematerialisation: none | convs | full (less memory)
         init="",  # a jaxseg checkpoint (e.g. from `python -m jaxseg.cli.port import`) to start from

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 
 from jaxseg import runtime
 from jaxseg.errors import JaxsegError
-from jaxseg.models.build import from_config, init, model_config
+from jaxseg.models.network import from_config, init, model_config
 
 
 def _checkpointer():

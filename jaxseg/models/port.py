@@ -1,13 +1,17 @@
 """Weights between PyTorch and jaxseg's Flax variables.
 
 Sources (detected from the keys, or named with `source=`):
-  fcn         torchvision segmentation state dicts (`fcn_resnet50_coco-*.pth`, ...), with or
-              without `aux_classifier.*`: every variable is ported.
-  resnet      torchvision ImageNet classifiers (`resnet50-*.pth`): backbone only, `fc.*` dropped,
-              heads initialised fresh.
-  robustness  MadryLab robustness-library checkpoints ({'model': state_dict} with `module.model.*`
-              keys, `module.attacker.model.*` copies and `module.normalizer.*` buffers): backbone
-              only. This is the paper's "RB" model.
+  segmentation  torchvision segmentation state dicts of its six models (`fcn_resnet50_coco-*.pth`,
+                `deeplabv3_resnet50_coco-*.pth`, `lraspp_mobilenet_v3_large-*.pth`, ...), with or
+                without `aux_classifier.*`: every variable is ported; the model is recognised
+                from the keys and shapes.
+  resnet        torchvision ImageNet ResNets (`resnet50-*.pth`): backbone only, `fc.*` dropped,
+                heads initialised fresh (FCN's unless `arch` names a DeepLabV3).
+  mobilenet     torchvision ImageNet MobileNetV3-Large (`mobilenet_v3_large-*.pth`): backbone
+                only (`features.*`), `classifier.*` dropped; `arch` names the head.
+  robustness    MadryLab robustness-library checkpoints ({'model': state_dict} with
+                `module.model.*` keys, `module.attacker.model.*` copies and `module.normalizer.*`
+                buffers): a ResNet backbone only. This is the paper's "RB" model.
 Export writes a torchvision-compatible `state_dict` (`.pth`) back.
 
     python -m jaxseg.cli.port import fcn_resnet50_coco.pth ckpt/pre
@@ -25,10 +29,10 @@ from flax import traverse_util
 
 from jaxseg.errors import JaxsegError
 from jaxseg.io import atomic_path
-from jaxseg.models.build import ARCHS, fcn, init
-from jaxseg.models.fcn import IMAGENET_MEAN, IMAGENET_STD
+from jaxseg.models.network import (ARCHS, IMAGENET_MEAN, IMAGENET_STD, RESNETS, arch_backbone,
+                                   build, has_aux, init)
 
-SOURCES = ("auto", "fcn", "resnet", "robustness")
+SOURCES = ("auto", "segmentation", "resnet", "mobilenet", "robustness")
 HEAD_LAYERS = {"conv": "0", "bn": "1", "out": "4"}  # FCNHead submodule -> nn.Sequential index
 # (collection, flax leaf name) -> torch leaf name
 LEAF_NAMES = {
@@ -41,12 +45,14 @@ LEAF_NAMES = {
 
 
 def torch_module_name(flax_path):
-    """('backbone', 'layer3_0', 'downsample_conv') -> 'backbone.layer3.0.downsample.0'."""
+    """('backbone', 'layer3_0', 'downsample_conv') -> 'backbone.layer3.0.downsample.0',
+    ('classifier', '0', 'convs_1', '0') -> 'classifier.0.convs.1.0': an index after '_' is a
+    torch nn.Sequential / ModuleList index."""
     parts = []
     for name in flax_path:
-        block = re.fullmatch(r"(layer\d)_(\d+)", name)
-        if block:
-            parts += [block[1], block[2]]
+        indexed = re.fullmatch(r"(\w+?)_(\d+)", name)
+        if indexed:
+            parts += [indexed[1], indexed[2]]
         elif name.startswith("downsample_"):
             parts += ["downsample", "0" if name == "downsample_conv" else "1"]
         elif flax_path[0] in ("classifier", "aux_classifier") and name in HEAD_LAYERS:
@@ -117,8 +123,9 @@ def read_torch_file(path):
 def unwrap_state_dict(obj, name="input"):
     """Find the state dict in a checkpoint object and say which source it is.
 
-    Returns (source, state) where state has torchvision key names ('backbone.*' for fcn, plain
-    'conv1.*', 'layer1.*' for resnet / robustness).
+    Returns (source, state) where state has torchvision key names ('backbone.*' for
+    segmentation, plain 'conv1.*', 'layer1.*' for resnet / robustness, 'features.*' for
+    mobilenet).
     """
     if not isinstance(obj, dict):
         raise JaxsegError(f"{name}: not a state dict (found {type(obj).__name__})")
@@ -137,10 +144,13 @@ def unwrap_state_dict(obj, name="input"):
     if all(k.startswith("module.") for k in state):  # (Distributed)DataParallel wrapping
         state = {k[len("module."):]: v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state):
-        return "fcn", state
+        return "segmentation", state
     if "conv1.weight" in state:
         return "resnet", state
-    raise JaxsegError(f"{name}: keys look like neither torchvision FCN nor ResNet (first key {next(iter(state))!r})")
+    if "features.0.0.weight" in state:
+        return "mobilenet", state
+    raise JaxsegError(f"{name}: keys look like none of torchvision's segmentation models, ResNets "
+                      f"or MobileNetV3 (first key {next(iter(state))!r})")
 
 
 def _check_normalizer(state, name):
@@ -154,18 +164,50 @@ def _check_normalizer(state, name):
             )
 
 
-def infer_arch(state, prefix):
-    """The ARCHS name whose block counts and stem width match the state dict."""
-    blocks = []
-    for stage in range(1, 5):
-        indices = {int(m[1]) for k in state if (m := re.match(rf"{prefix}layer{stage}\.(\d+)\.", k))}
-        blocks.append(len(indices))
-    stem_key = f"{prefix}conv1.weight"
-    width = state[stem_key].shape[0] if stem_key in state else None
-    for arch, spec in ARCHS.items():
-        if tuple(spec["blocks"]) == tuple(blocks) and spec["base_width"] == width:
-            return arch
-    raise JaxsegError(f"no known arch has {blocks} blocks per stage and stem width {width}")
+def infer_backbone(state, prefix, name="input"):
+    """The backbone (a key of network.RESNETS, or 'mobilenet_v3_large') whose layout matches
+    the state dict's keys under `prefix`."""
+    if f"{prefix}conv1.weight" in state:
+        blocks = []
+        for stage in range(1, 5):
+            indices = {int(m[1]) for k in state
+                       if (m := re.match(rf"{re.escape(prefix)}layer{stage}\.(\d+)\.", k))}
+            blocks.append(len(indices))
+        width = state[f"{prefix}conv1.weight"].shape[0]
+        for backbone, spec in RESNETS.items():
+            if tuple(spec["blocks"]) == tuple(blocks) and spec["base_width"] == width:
+                return backbone
+        raise JaxsegError(f"{name}: no known ResNet has {blocks} blocks per stage and stem "
+                          f"width {width}")
+    indices = {int(m[1]) for k in state if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}
+    if indices:
+        stem = state.get(f"{prefix}0.0.weight")
+        if len(indices) == 17 and stem is not None and stem.shape[0] == 16:
+            return "mobilenet_v3_large"
+        raise JaxsegError(f"{name}: a MobileNetV3 with {len(indices)} feature layers; jaxseg has "
+                          "MobileNetV3-Large (17)")
+    raise JaxsegError(f"{name}: no backbone found under {prefix!r} (first key "
+                      f"{next(iter(state))!r})")
+
+
+def infer_head(state, name="input"):
+    """'fcn', 'deeplabv3' or 'lraspp', from a segmentation state dict's classifier keys."""
+    if "classifier.0.convs.0.0.weight" in state:
+        return "deeplabv3"
+    if "classifier.cbr.0.weight" in state:
+        return "lraspp"
+    if "classifier.4.weight" in state:
+        return "fcn"
+    raise JaxsegError(f"{name}: no classifier head of FCN, DeepLabV3 or LR-ASPP found (missing "
+                      "key 'classifier.4.weight')")
+
+
+def arch_name(head, backbone, name="input"):
+    arch = f"{head}_{backbone}"
+    if arch not in ARCHS:
+        raise JaxsegError(f"{name}: a {head} head on {backbone} is none of jaxseg's models "
+                          f"({', '.join(ARCHS)})")
+    return arch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +268,8 @@ def to_state_dict(variables):
 def port(obj, arch=None, num_classes=None, aux=True, source="auto", seed=0, name="input"):
     """Build (model, variables, source) from a torch checkpoint object or a `.pth` path.
 
-    For `fcn` sources arch, num_classes and aux come from the file (a given value must agree).
+    For segmentation sources arch, num_classes and aux come from the file (a given value must
+    agree).
     For backbone-only sources the heads are initialised fresh with `num_classes` (default 21)
     and `seed`.
     """
@@ -238,12 +281,14 @@ def port(obj, arch=None, num_classes=None, aux=True, source="auto", seed=0, name
     if source != "auto" and source != found:
         raise JaxsegError(f"{name}: looks like a {found!r} checkpoint, not {source!r}")
 
-    if found == "fcn":
-        file_arch = infer_arch(state, "backbone.")
-        head = state.get("classifier.4.weight")
-        if head is None:
-            raise JaxsegError(f"{name}: missing key 'classifier.4.weight'")
-        file_classes = int(head.shape[0])
+    if found == "segmentation":
+        file_arch = arch_name(infer_head(state, name), infer_backbone(state, "backbone.", name),
+                              name)
+        head_key = ("classifier.low_classifier.weight" if file_arch.startswith("lraspp")
+                    else "classifier.4.weight")
+        if head_key not in state:
+            raise JaxsegError(f"{name}: missing key {head_key!r}")
+        file_classes = int(state[head_key].shape[0])
         aux = "aux_classifier.0.weight" in state
         if arch is not None and arch != file_arch:
             raise JaxsegError(f"{name}: holds a {file_arch} but arch {arch} was asked for")
@@ -251,19 +296,30 @@ def port(obj, arch=None, num_classes=None, aux=True, source="auto", seed=0, name
             raise JaxsegError(f"{name}: has {file_classes} classes but num_classes={num_classes}")
         arch, num_classes, scope = file_arch, file_classes, ""
     else:
-        file_arch = infer_arch(state, "")
-        if arch is not None and arch != file_arch:
-            raise JaxsegError(f"{name}: holds a {file_arch} backbone but arch {arch} was asked for")
-        arch, scope = file_arch, "backbone."
-        state = {"backbone." + k: v for k, v in state.items()}
+        if found == "mobilenet":  # features.N -> backbone.N; the ImageNet classifier is dropped
+            state = {"backbone." + k[len("features."):]: v for k, v in state.items()
+                     if k.startswith("features.")}
+        else:
+            state = {"backbone." + k: v for k, v in state.items()}
+        backbone = infer_backbone(state, "backbone.", name)
+        if arch is None:
+            if backbone not in RESNETS:
+                choices = [a for a in ARCHS if arch_backbone(a) == backbone]
+                raise JaxsegError(f"{name}: a {backbone} backbone; name the model to build on it "
+                                  f"with arch (--arch {' or '.join(choices)})")
+            arch = f"fcn_{backbone}"
+        if arch not in ARCHS or arch_backbone(arch) != backbone:
+            raise JaxsegError(f"{name}: holds a {backbone} backbone but arch {arch} was asked for")
+        scope = "backbone."
+        aux = aux and has_aux(arch)
 
-    model = fcn(arch, num_classes if num_classes is not None else 21, aux)
+    model = build(arch, num_classes if num_classes is not None else 21, aux)
     # Shapes only (no forward pass): a full FCN replaces every variable; a backbone-only port
     # starts its heads as torchvision's fresh FCNHead would.
     fresh = jax.eval_shape(lambda: init(model, jax.random.key(0)))
     if scope:
         fresh = torch_fresh_heads(fresh, jax.random.key(seed))
-    ignore = (r"backbone\.fc\.",) if scope else ()
+    ignore = (r"backbone\.fc\.",) if found in ("resnet", "robustness") else ()
     variables = load_state_dict(fresh, state, scope=scope, name=name, ignore=ignore)
     return model, variables, found
 

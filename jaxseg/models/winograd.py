@@ -81,7 +81,8 @@ class Conv3x3(nn.Module):
     """nn.Conv(features, (3, 3), padding=dilation, kernel_dilation=dilation), the same
     parameters (`kernel` [3, 3, in, out], `bias`), initialisers and values, computed through
     `conv3x3` where the backend policy says it pays (`jaxseg.runtime.winograd_convs`, read for
-    this call's size when traced) and as a lax convolution elsewhere."""
+    this call's size when traced) and as a lax convolution elsewhere; a dilation reaching past
+    the whole input leaves only the centre tap (a 1x1)."""
 
     features: int
     dilation: int = 1
@@ -96,7 +97,11 @@ class Conv3x3(nn.Module):
                 if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         d = self.dilation
-        if x.dtype == jnp.float32 and runtime.winograd_convs(x.shape, self.features):
+        if d >= x.shape[1] and d >= x.shape[2]:
+            # Every tap but the centre falls in the padding (ASPP's rates 12-36 on small feature
+            # maps): the convolution is the centre tap's 1x1, as torch computes it.
+            y = jnp.einsum("nhwc,cf->nhwf", x, kernel[1, 1])
+        elif x.dtype == jnp.float32 and runtime.winograd_convs(x.shape, self.features):
             y = conv3x3(x, kernel, d)
         else:
             y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((d, d), (d, d)),

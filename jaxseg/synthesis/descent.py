@@ -22,13 +22,12 @@ import numpy as np
 
 from jaxseg import attacks, runtime
 from jaxseg.errors import JaxsegError
-from jaxseg.models.fcn import OUTPUT_STRIDE
 from jaxseg.synthesis.objectives import (KINDS, PENALTIES, RECIPES, default_step_size,
                                          generate_objective, inpaint_objective, start_point,
                                          as_mask)
 
 RULES = ("l2", "sign", "plain")
-MIN_SIZE = 2 * OUTPUT_STRIDE  # below this the head sees less than 2x2 feature cells
+MIN_SIZE = 16  # below this a head at output stride 8 sees less than 2x2 feature cells
 
 
 class Synthesis(NamedTuple):
@@ -169,7 +168,7 @@ def check_images(images, labels, mask=None, classes=None):
     height, width = images.shape[1:3]
     if min(height, width) < MIN_SIZE:
         raise JaxsegError(f"image size {height}x{width} is too small for the model: at least "
-                          f"{MIN_SIZE}x{MIN_SIZE} (output stride {OUTPUT_STRIDE})")
+                          f"{MIN_SIZE}x{MIN_SIZE}")
     if mask is not None:
         mask = np.asarray(mask, bool)
         if mask.shape != images.shape[:3]:

@@ -119,9 +119,9 @@ def _model_and_variables(config, num_classes):
         if loaded.arch != config.model.arch:
             raise JaxsegError(f"{config.model.init}: checkpoint is a {loaded.arch}, config asks "
                               f"for {config.model.arch}")
-        model = models.fcn(loaded.arch, num_classes, loaded.aux, dtype, remat)
+        model = models.build(loaded.arch, num_classes, loaded.aux, dtype, remat)
         return model, variables
-    model = models.fcn(config.model.arch, num_classes, config.model.aux, dtype, remat)
+    model = models.build(config.model.arch, num_classes, config.model.aux, dtype, remat)
     return model, models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
 
 

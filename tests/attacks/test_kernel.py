@@ -29,7 +29,7 @@ SIZE = 32
 def tiny():
     """A tiny random FCN, two images with saturated corners (so box clipping is exercised) and
     the model's own clean predictions as labels (some pixels ignored)."""
-    model = models.fcn("fcn_resnet14_w8", num_classes=CLASSES)
+    model = models.build("fcn_resnet14_w8", num_classes=CLASSES)
     variables = models.init(model, jax.random.key(0), (SIZE, SIZE))
     images = jax.random.uniform(jax.random.key(1), (2, SIZE, SIZE, 3))
     images = images.at[:, :4, :4].set(0.0).at[:, -4:, -4:].set(1.0)
@@ -440,7 +440,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     from jaxseg import attacks, models, runtime
     from jaxseg.attacks import losses
     assert len(jax.devices()) == 8, jax.devices()
-    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    model = models.build("fcn_resnet14_w8", num_classes=5)
     variables = models.init(model, jax.random.key(0), (32, 32))
     images = jax.random.uniform(jax.random.key(1), (8, 32, 32, 3))
     labels = jax.random.randint(jax.random.key(2), (8, 32, 32), 0, 5)

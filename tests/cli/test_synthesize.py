@@ -22,13 +22,13 @@ DATA = ["--data", "synthetic", "--data-arg", f"size=({SIZE},{SIZE})"]
 def ckpts(tmp_path_factory):
     """Two tiny 7-class checkpoints (different inits) and a 3-class one."""
     root = tmp_path_factory.mktemp("ckpt")
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     variables = models.init(model, jax.random.key(0), (SIZE, SIZE))
     # A second model: same shapes, perturbed weights (no second compile of init).
     other = jax.tree_util.tree_map(lambda v: v * 1.5, variables)
     models.save(root / "a", model, variables)
     models.save(root / "b", model, other)
-    small = models.fcn("fcn_resnet14_w8", num_classes=3)
+    small = models.build("fcn_resnet14_w8", num_classes=3)
     models.save(root / "three", small, _zeros(small))
     return root
 

@@ -26,7 +26,7 @@ SYNTHETIC = ["--data", "synthetic", "--data-arg", "size=(32,32)", "--num-images"
 def ported(tmp_path_factory):
     """A torchvision-layout .pth (7 synthetic classes) ported with the CLI, as a user would."""
     root = tmp_path_factory.mktemp("ported")
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     state = port.to_state_dict(models.init(model, jax.random.key(0)))
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, root / "model.pth")
     result = subprocess.run([sys.executable, "-m", "jaxseg.cli.port", "import", str(root / "model.pth"),
@@ -255,7 +255,7 @@ def test_the_worst_case_combines_only_the_same_model_and_data(ported, tmp_path):
     assert "| M | fgsm (stored) |" in table and "| M | worst case |" in table
 
     other = tmp_path / "other"
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     models.save(str(other), model, models.init(model, jax.random.key(1)))
     before = {p.name: p.read_bytes() for p in (out / "per_image" / "M").iterdir()}
     with pytest.raises(JaxsegError, match=rf"results of {ported} \(parameters \w+\) are stored "

@@ -14,7 +14,7 @@ ATTACKS = ["--attack", "pgd", "--attack", "apgd_red", "--steps", "3", "--eps", "
 
 @pytest.mark.slow
 def test_two_processes_and_eight_devices_write_the_same_files(tmp_path):
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
     common = ["--checkpoint", tmp_path / "ckpt", "--name", "m", "--data", "synthetic",
               "--data-arg", "size=(32,32)", "--num-images", "7", "--batch-size", "8", *ATTACKS]

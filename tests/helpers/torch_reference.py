@@ -24,11 +24,19 @@ def _no_fake_registration():
 
 with _no_fake_registration():
     import torchvision  # noqa: F401
-    from torchvision.models import resnet50, resnet101
-    from torchvision.models.segmentation import fcn_resnet50, fcn_resnet101
+    from torchvision.models import mobilenet_v3_large, resnet50, resnet101
+    from torchvision.models import segmentation as _segmentation
 
-TORCH_FCN = {"fcn_resnet50": fcn_resnet50, "fcn_resnet101": fcn_resnet101}
-TORCH_RESNET = {"fcn_resnet50": resnet50, "fcn_resnet101": resnet101}
+# torchvision's six segmentation models by name, and each one's ImageNet backbone.
+TORCH_MODELS = {name: getattr(_segmentation, name) for name in (
+    "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")}
+TORCH_FCN = {name: TORCH_MODELS[name] for name in ("fcn_resnet50", "fcn_resnet101")}
+TORCH_RESNET = {"fcn_resnet50": resnet50, "fcn_resnet101": resnet101,
+                "deeplabv3_resnet50": resnet50, "deeplabv3_resnet101": resnet101}
+TORCH_BACKBONE = {**TORCH_RESNET,
+                  "deeplabv3_mobilenet_v3_large": lambda **kw: mobilenet_v3_large(**kw),
+                  "lraspp_mobilenet_v3_large": lambda **kw: mobilenet_v3_large(**kw)}
 
 
 def randomize(module, seed):
@@ -52,13 +60,26 @@ def randomize(module, seed):
     return module.eval()
 
 
-def torch_fcn(arch, seed, num_classes=21, aux=True):
-    model = TORCH_FCN[arch](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux)
+def torch_model(arch, seed, num_classes=21, aux=True):
+    """torchvision's `arch` (one of TORCH_MODELS) with randomised weights and BN statistics, in
+    eval mode (LR-ASPP has no aux head: `aux` is ignored for it)."""
+    kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux}
+    model = TORCH_MODELS[arch](weights=None, weights_backbone=None, num_classes=num_classes,
+                               **kwargs)
     return randomize(model, seed)
+
+
+torch_fcn = torch_model
 
 
 def torch_resnet(arch, seed):
     return randomize(TORCH_RESNET[arch](weights=None), seed)
+
+
+def torch_backbone(arch, seed):
+    """The ImageNet classifier whose features `arch` uses (ResNet / MobileNetV3-Large; the
+    segmentation model dilates them, which changes no weight)."""
+    return randomize(TORCH_BACKBONE[arch](weights=None), seed)
 
 
 def camvid_image(height, width, index=0):
@@ -107,3 +128,35 @@ def run_torch(model, images_nhwc):
     with torch.no_grad():
         out = model(normalize(torch.from_numpy(images_nhwc).permute(0, 3, 1, 2)))
     return {k: v.permute(0, 2, 3, 1).numpy() for k, v in out.items()}
+
+
+def padding_tap_flops(model, images_nchw):
+    """[(conv module, FLOPs)] that torch's FLOP counter gives each Conv2d's forward for the taps
+    falling on its zero padding. XLA's cost analysis does not count those (nor does jaxseg run
+    them where a dilation reaches past the whole input), so they are taken off torch's count
+    before the two are compared."""
+    found = []
+
+    def valid_taps(size, out_size, kernel, stride, padding, dilation):
+        return sum(0 <= o * stride - padding + t * dilation < size
+                   for o in range(out_size) for t in range(kernel))
+
+    def hook(module, inputs, output):
+        n, channels, height, width = inputs[0].shape
+        out_h, out_w = output.shape[2:]
+        (kh, kw), (sh, sw) = module.kernel_size, module.stride
+        (ph, pw), (dh, dw) = module.padding, module.dilation
+        valid = (valid_taps(height, out_h, kh, sh, ph, dh)
+                 * valid_taps(width, out_w, kw, sw, pw, dw))
+        padded = out_h * out_w * kh * kw - valid
+        found.append((module, 2 * n * padded * channels // module.groups * module.out_channels))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(images_nchw)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found

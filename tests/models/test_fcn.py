@@ -30,7 +30,7 @@ def test_full_fcn_matches_torchvision(arch, size):
     reference = tr.torch_fcn(arch, seed=1)
     image = tr.camvid_image(*size)
     model, variables, source = port.port(tr.state_numpy(reference))
-    assert (source, model.arch, model.num_classes, model.aux) == ("fcn", arch, 21, True)
+    assert (source, model.arch, model.num_classes, model.aux) == ("segmentation", arch, 21, True)
     assert_parity(model.apply(variables, image), tr.run_torch(reference, image))
 
 
@@ -57,7 +57,7 @@ def test_resize_bilinear_matches_torch_interpolate(in_size, out_size):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["fcn_resnet26_w16", "fcn_resnet14_w8"])
 def test_small_variants_use_the_same_structure(arch):
-    model = models.fcn(arch, num_classes=7)
+    model = models.build(arch, num_classes=7)
     variables = models.init(model, jax.random.key(0), (40, 56))
     out = model.apply(variables, jnp.full((2, 41, 57, 3), 0.5))
     assert {k: v.shape for k, v in out.items()} == {"out": (2, 41, 57, 7), "aux": (2, 41, 57, 7)}
@@ -73,7 +73,7 @@ def test_small_variants_use_the_same_structure(arch):
 
 @pytest.mark.slow
 def test_train_mode_updates_batch_stats_and_uses_dropout():
-    model = models.fcn("fcn_resnet14_w8", num_classes=3)
+    model = models.build("fcn_resnet14_w8", num_classes=3)
     variables = models.init(model, jax.random.key(0), (32, 32))
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
     apply = lambda key: model.apply(variables, x, train=True, mutable=["batch_stats"],  # noqa: E731
@@ -88,8 +88,8 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
 
 @pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_logits():
-    model32 = models.fcn("fcn_resnet14_w8", num_classes=4)
-    model16 = models.fcn("fcn_resnet14_w8", num_classes=4, dtype=jnp.bfloat16)
+    model32 = models.build("fcn_resnet14_w8", num_classes=4)
+    model16 = models.build("fcn_resnet14_w8", num_classes=4, dtype=jnp.bfloat16)
     variables = models.init(model32, jax.random.key(0), (32, 32))
     x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
     out32, out16 = model32.apply(variables, x)["out"], model16.apply(variables, x)["out"]
@@ -100,16 +100,16 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 
 def test_unknown_arch_and_bad_classes_are_user_errors():
     with pytest.raises(JaxsegError, match="unknown arch 'fcn_resnet18'"):
-        models.fcn("fcn_resnet18")
+        models.build("fcn_resnet18")
     with pytest.raises(JaxsegError, match="num_classes"):
-        models.fcn("fcn_resnet50", num_classes=0)
+        models.build("fcn_resnet50", num_classes=0)
 
 
 @pytest.mark.slow
 def test_remat_keeps_parameters_and_gradients():
     """Rematerialised blocks: the same variables tree, the same parameter and input gradients."""
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
-    plain = models.fcn("fcn_resnet14_w8", num_classes=5)
+    plain = models.build("fcn_resnet14_w8", num_classes=5)
     variables = models.init(plain, jax.random.key(0))
 
     def loss(model, variables, x):
@@ -120,7 +120,7 @@ def test_remat_keeps_parameters_and_gradients():
     gradient = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=0)
     want = gradient(plain, variables, x)
     for remat in ("convs", "full"):
-        rematted = models.fcn("fcn_resnet14_w8", num_classes=5, remat=remat)
+        rematted = models.build("fcn_resnet14_w8", num_classes=5, remat=remat)
         assert jax.tree.structure(models.init(rematted, jax.random.key(0))) == \
             jax.tree.structure(variables)
         # Recomputing lets XLA fuse differently: float32 rounding, relative to each leaf's size.
@@ -140,7 +140,7 @@ def test_compute_dtype_follows_the_backend(monkeypatch):
     with pytest.raises(JaxsegError, match="compute dtype 'fp16'"):
         runtime.compute_dtype("fp16")
     with pytest.raises(JaxsegError, match="unknown remat 'some'"):
-        models.fcn("fcn_resnet14_w8", remat="some")
+        models.build("fcn_resnet14_w8", remat="some")
 
 
 def test_pointwise_convolutions_as_matmuls_on_cpu_only_and_equal_either_way(monkeypatch):
@@ -150,11 +150,11 @@ def test_pointwise_convolutions_as_matmuls_on_cpu_only_and_equal_either_way(monk
 
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
     assert runtime.pointwise_matmul()
-    matmul = models.fcn("fcn_resnet14_w8", num_classes=5)
+    matmul = models.build("fcn_resnet14_w8", num_classes=5)
     variables = models.init(matmul, jax.random.key(0))
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not runtime.pointwise_matmul()
-    lax_model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    lax_model = models.build("fcn_resnet14_w8", num_classes=5)
     assert jax.tree.structure(models.init(lax_model, jax.random.key(0))) == \
         jax.tree.structure(variables)
     convolutions = lambda model: str(jax.make_jaxpr(model.apply)(variables, x)).count(  # noqa: E731
@@ -173,7 +173,7 @@ def test_blocks_materialized_on_cpu_only_and_equal_either_way(monkeypatch):
     same outputs and parameter gradients with and without it."""
     from jaxseg import runtime
 
-    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    model = models.build("fcn_resnet14_w8", num_classes=5)
     variables = models.init(model, jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
 

@@ -64,7 +64,7 @@ def test_imagenet_resnet_ports_into_the_backbone_with_fresh_heads(resnet50, tmp_
 def test_fresh_heads_are_initialised_like_torchvisions():
     """A backbone-only port starts its heads where a fresh torchvision FCN's would: per tensor
     the same bound and spread (kaiming-uniform weights, uniform biases, unit BN), from shapes."""
-    model = models.fcn("fcn_resnet50", num_classes=11)
+    model = models.build("fcn_resnet50", num_classes=11)
     shapes = jax.eval_shape(lambda: models.init(model, jax.random.key(0)))
     ours = port.to_state_dict(port.torch_fresh_heads(shapes, jax.random.key(1)))
     torch.manual_seed(0)
@@ -114,7 +114,7 @@ def test_robustness_checkpoint_with_other_normalisation_is_refused(resnet50):
 
 @pytest.mark.slow
 def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
-    model = models.fcn("fcn_resnet50", num_classes=21)
+    model = models.build("fcn_resnet50", num_classes=21)
     key = jax.random.key(4)
     variables = models.init(model, key)
     # Non-default BN statistics so the round trip checks them too.
@@ -124,7 +124,7 @@ def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
     port.export_pth(variables, str(path))
 
     back_model, back, source = port.port(str(path))
-    assert source == "fcn" and back_model == model
+    assert source == "segmentation" and back_model == model
     for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(back)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -140,7 +140,7 @@ def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_save_load_keeps_model_and_variables(tmp_path):
-    model = models.fcn("fcn_resnet14_w8", num_classes=5, aux=False)
+    model = models.build("fcn_resnet14_w8", num_classes=5, aux=False)
     variables = models.init(model, jax.random.key(0))
     models.save(tmp_path / "ckpt", model, variables)
     loaded_model, loaded = models.load(tmp_path / "ckpt")
@@ -166,7 +166,7 @@ def test_checkpoint_save_load_keeps_model_and_variables(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_state():
-    model = models.fcn("fcn_resnet14_w8", num_classes=3)
+    model = models.build("fcn_resnet14_w8", num_classes=3)
     return port.to_state_dict(models.init(model, jax.random.key(0)))
 
 

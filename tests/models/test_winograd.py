@@ -78,7 +78,7 @@ def test_models_use_it_on_cpu_for_large_float32_stride_1_3x3_only(monkeypatch):
     assert runtime.winograd_convs((1, side, side, 1), 1)
     assert not runtime.winograd_convs((1, side - 2, side - 2, 1), 1)
 
-    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    model = models.build("fcn_resnet14_w8", num_classes=5)
     variables = models.init(model, jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 40, 40, 3))
     traced = lambda: policy.traced_loss(model, variables, x, "conv_general_dilated")  # noqa: E731
@@ -94,7 +94,7 @@ def test_models_use_it_on_cpu_for_large_float32_stride_1_3x3_only(monkeypatch):
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(results["none"][1])):
         assert relative_error(a, b) < 1e-4
     with runtime.conv_policy(winograd_convs=True):
-        bf16 = models.fcn("fcn_resnet14_w8", num_classes=5, dtype=jnp.bfloat16)
+        bf16 = models.build("fcn_resnet14_w8", num_classes=5, dtype=jnp.bfloat16)
         assert str(jax.make_jaxpr(bf16.apply)(variables, x)).count("conv_general_dilated") == \
             counts["none"]  # every bfloat16 convolution stays lax's
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")

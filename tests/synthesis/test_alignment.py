@@ -58,7 +58,7 @@ def test_a_model_scores_within_bounds_and_matches_its_objective():
     labels = np.stack([dataset[i]["label"] for i in range(2)]).astype(np.int32)
     mask = np.zeros(labels.shape, bool)
     mask[:, 8:20, 8:20] = True
-    model = models.fcn("fcn_resnet14_w8", num_classes=dataset.info.num_classes)
+    model = models.build("fcn_resnet14_w8", num_classes=dataset.info.num_classes)
     variables = models.init(model, jax.random.key(0), (32, 32))
     values = alignment.inpainting_alignment(model.apply, variables, images, labels, mask)
     assert values.shape == (2,) and np.all(np.abs(values) <= 1)

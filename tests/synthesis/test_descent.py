@@ -26,7 +26,7 @@ ROOT = str(paths.REPO)
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     return model, models.init(model, jax.random.key(0), (SIZE, SIZE))
 
 
@@ -239,7 +239,7 @@ def test_sharded_batch_matches_single_device():
     script = textwrap.dedent("""
         import jax, numpy as np
         from jaxseg import models, runtime, synthesis
-        model = models.fcn("fcn_resnet14_w8", num_classes=3)
+        model = models.build("fcn_resnet14_w8", num_classes=3)
         variables = models.init(model, jax.random.key(0), (32, 32))
         rng = np.random.default_rng(0)
         images = rng.random((4, 32, 32, 3), np.float32)

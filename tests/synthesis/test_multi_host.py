@@ -14,7 +14,7 @@ from tests.helpers.multiprocess import assert_same_files, files, finished, launc
 
 @pytest.mark.slow
 def test_two_processes_and_eight_devices_write_the_same_files(tmp_path):
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
     # Three examples: process 1 holds one of them and pads with a copy.
     common = ["inpaint", "--checkpoint", tmp_path / "ckpt", "--name", "m", "--data", "synthetic",
@@ -57,7 +57,7 @@ def assert_close(a, b):
 
 @pytest.mark.slow
 def test_an_input_error_on_one_process_stops_both_with_one_line(tmp_path):
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "good.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "label.png")

@@ -69,7 +69,7 @@ def test_a_non_finite_update_is_never_saved(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_load_and_evaluate_refuse_non_finite_parameters(tmp_path, capsys):
-    model = models.fcn("fcn_resnet14_w8", num_classes=7)
+    model = models.build("fcn_resnet14_w8", num_classes=7)
     variables = models.init(model, jax.random.key(0), (32, 32))
     variables["params"]["classifier"]["out"]["bias"] = jnp.full((7,), jnp.nan)
     models.save(tmp_path / "nan", model, variables)
@@ -116,7 +116,7 @@ def restore_targets(config):
     from jaxseg.train import loop, optim
     from jaxseg.train import state as training
 
-    model = models.fcn(config.model.arch, 7, config.model.aux)
+    model = models.build(config.model.arch, 7, config.model.aux)
     variables = models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
     tx = optim.make_optimizer(config.optim, config.steps)
     state = training.create_state(variables, tx, jax.random.key(config.seed))

@@ -34,7 +34,7 @@ def fake_batch(seed=0, n=4, size=32, classes=5):
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = models.fcn("fcn_resnet14_w8", num_classes=5)
+    model = models.build("fcn_resnet14_w8", num_classes=5)
     return model, models.init(model, jax.random.key(0), (32, 32))
 
 
@@ -176,7 +176,7 @@ def test_batch_not_divisible_by_the_devices_is_one_line_before_compiling(tmp_pat
 
 @pytest.mark.slow
 def test_init_checkpoint_with_other_classes_is_refused(tmp_path):
-    model = models.fcn("fcn_resnet26_w16", num_classes=3)
+    model = models.build("fcn_resnet26_w16", num_classes=3)
     models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
     result = subprocess.run([sys.executable, "train.py", "--config", "configs/demo.py",
                              "--workdir", str(tmp_path / "w"), f"--config.model.init={tmp_path / 'ckpt'}"],
