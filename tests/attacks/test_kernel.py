@@ -501,23 +501,23 @@ def test_one_device_and_eight_simulated_devices_agree():
 # Parity with torchattacks 3.5.1 on a ported torchvision fcn_resnet50 (random weights)
 
 
-@pytest.fixture(scope="module")
-def torch_pair():
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("torchattacks")
-    from tests.helpers import torch_reference as tr
+@functools.lru_cache(maxsize=1)
+def torch_pair(arch):
+    """torchvision's `arch` with random weights and jaxseg's port of it, two 64x64 street scenes
+    and their clean predictions as labels (a real attack target)."""
+    import torch
 
     from jaxseg.models import port
+    from tests.helpers import torch_reference as tr
 
     torch.manual_seed(0)
-    net = tr.torch_fcn("fcn_resnet50", seed=0)
-
+    net = tr.torch_model(arch, seed=0)
     wrapped = tr.PixelLogits(net).eval()
     model, variables, _ = port.port(tr.state_numpy(net))
     images = np.concatenate([tr.camvid_image(64, 64, i) for i in range(2)])
     images_t = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
-        labels_t = wrapped(images_t).argmax(1)  # the clean prediction: a real attack target
+        labels_t = wrapped(images_t).argmax(1)
     return torch, wrapped, model, variables, images, images_t, labels_t
 
 
@@ -544,12 +544,13 @@ def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, torch_name, eps, alpha", [
-    ("pgd", "PGD", 8 / 255, 2 / 255),
-    # L2: eps 0.5 on 64x64x3 pixels (about 1.2/255 RMS per value), alpha = eps / 4 as for Linf.
-    ("pgd_l2", "PGDL2", 0.5, 0.125),
+@pytest.mark.parametrize("preset, torch_name, eps, alpha, arch", [
+    ("pgd", "PGD", 8 / 255, 2 / 255, "fcn_resnet50"),
+    # L2: eps 0.5 on 64x64x3 pixels (about 1.2/255 RMS per value), alpha = eps / 4 as for Linf;
+    # on DeepLabV3 (the kernel does not know the model: one architecture per norm)
+    ("pgd_l2", "PGDL2", 0.5, 0.125, "deeplabv3_mobilenet_v3_large"),
 ])
-def test_parity_with_torchattacks(torch_pair, preset, torch_name, eps, alpha):
+def test_parity_with_torchattacks(preset, torch_name, eps, alpha, arch):
     """The kernel is torchattacks' PGD: the same first step (input gradients equal to float32
     rounding), and over 10 steps jaxseg's float32 run stays as close to the float64 trajectory (torch's, in
     double precision) as torch's own float32 run does. A sign step turns a gradient component
@@ -557,7 +558,9 @@ def test_parity_with_torchattacks(torch_pair, preset, torch_name, eps, alpha):
     input; a fixed threshold on their distance would hold for one input and not another."""
     import copy
 
-    torch, wrapped, model, variables, images, images_t, labels_t = torch_pair
+    pytest.importorskip("torch")
+    pytest.importorskip("torchattacks")
+    torch, wrapped, model, variables, images, images_t, labels_t = torch_pair(arch)
     run = functools.partial(_torch_attack, torch, wrapped, torch_name, images_t, labels_t, eps,
                             alpha)
     wrapped64 = copy.deepcopy(wrapped).double()
