@@ -96,7 +96,8 @@ def test_a_fresh_clone_runs_every_readme_command(tmp_path):
     assert re.search(r"^\| AT \| \d", summary, re.M)
     published = "docs/results/camvid/summary.md"  # a smoke run leaves the real figures alone
     assert (clone / published).read_text() == (paths.REPO / published).read_text()
-    for made in ("ckpt/pre", "ckpt/imnet", "ckpt/rb", "fcn_resnet50_at.pth", "workdirs/demo",
+    for made in ("ckpt/pre", "ckpt/imnet", "ckpt/rb", "ckpt/deeplab", "ckpt/lraspp_imnet",
+                 "fcn_resnet50_at.pth", "workdirs/demo",
                  "workdirs/at50", "out/inpaint/grid.png", "out/gen/grid.png",
                  "out/edit/grid.png", "results/table1/results.md"):
         assert (clone / made).exists(), made

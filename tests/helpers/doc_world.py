@@ -122,15 +122,18 @@ def tiny_fcn(num_classes, seed):
     import jax
 
     from jaxseg import models
-    model = models.fcn(MODEL, num_classes=num_classes)
+    model = models.build(MODEL, num_classes=num_classes)
     return model, models.init(model, jax.random.key(seed))
 
 
 def weights(folder):
-    """The README's downloads: torchvision's COCO FCN, its ImageNet ResNet (backbone only) and a
-    robustness-library ImageNet checkpoint, each in its source's layout."""
+    """The README's downloads: torchvision's COCO FCN and DeepLabV3, its ImageNet ResNet and
+    MobileNetV3 (backbones only) and a robustness-library ImageNet checkpoint, each in its
+    source's layout."""
+    import jax
     import torch
 
+    from jaxseg import models
     from jaxseg.models import port
     tensors = lambda state: {k: torch.from_numpy(np.array(v)) for k, v in state.items()}  # noqa: E731
     _, variables = tiny_fcn(COCO_CLASSES, 0)
@@ -145,6 +148,19 @@ def weights(folder):
     robust["module.normalizer.new_mean"] = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
     robust["module.normalizer.new_std"] = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     torch.save({"model": robust, "epoch": 90}, os.path.join(folder, "imagenet_l2_3_0.pt"))
+    # torchvision's COCO DeepLabV3 (the small one on the same code) and its ImageNet
+    # MobileNetV3-Large (the real architecture: its layout is what the port recognises).
+    deeplab = models.build("deeplabv3_resnet14_w8", num_classes=COCO_CLASSES)
+    state = tensors(port.to_state_dict(models.init(deeplab, jax.random.key(4))))
+    torch.save(state, os.path.join(folder, "deeplabv3_resnet50_coco-cd0a2569.pth"))
+    mobilenet = models.build("lraspp_mobilenet_v3_large", num_classes=COCO_CLASSES, aux=False)
+    state = tensors(port.to_state_dict(models.init(mobilenet, jax.random.key(5))))
+    imagenet = {"features." + k[len("backbone."):]: v for k, v in state.items()
+                if k.startswith("backbone.")}
+    imagenet |= {"classifier.0.weight": torch.zeros(1280, 960), "classifier.0.bias":
+                 torch.zeros(1280), "classifier.3.weight": torch.zeros(1000, 1280),
+                 "classifier.3.bias": torch.zeros(1000)}
+    torch.save(imagenet, os.path.join(folder, "mobilenet_v3_large-8738ca79.pth"))
 
 
 def checkpoints(folder):
