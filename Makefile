@@ -47,7 +47,9 @@ test-fast: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) -m bench.forward_speed
+	$(PY) -m bench.forward_speed --arch deeplabv3_resnet50
 	$(PY) -m bench.train_speed
+	$(PY) -m bench.train_speed --arch deeplabv3_resnet50
 	$(PY) -m bench.attack_speed
 	$(PY) -m bench.winograd_shapes
 	$(PY) -m bench.data_pipeline

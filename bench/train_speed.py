@@ -1,6 +1,7 @@
-"""Train-step throughput, standard and PGD-3 adversarial, FCN-ResNet50, jaxseg vs PyTorch.
+"""Train-step throughput, standard and PGD-3 adversarial, FCN-ResNet50 (or `--arch`: any of
+torchvision's segmentation models, e.g. deeplabv3_resnet50), jaxseg vs PyTorch.
 
-Both sides: the same weights (torchvision's fresh fcn_resnet50 with seed 0, ported), batch 4 at
+Both sides: the same weights (torchvision's fresh model with seed 0, ported), batch 4 at
 224x224 fp32, SGD momentum 0.9 / wd 1e-4, CE + 0.5 aux CE; the adversary is L-inf PGD eps
 8/255, step 2/255, 3 steps, random start, BatchNorm in inference mode during the attack
 (torchattacks' default). Fair: each framework runs in its own process (in one process torch's
@@ -11,8 +12,8 @@ see jaxseg.runtime.keep_freed_memory), and `--lax-3x3` one with its 3x3 convolut
 convolutions instead of Winograd's (`jaxseg.runtime.winograd_convs`), for the change each
 policy makes.
 
-    .venv/bin/python -m bench.train_speed [--batch 4] [--size 224] [--repeats 5] [--glibc-heap]
-        [--lax-3x3]
+    .venv/bin/python -m bench.train_speed [--arch fcn_resnet50] [--batch 4] [--size 224]
+        [--repeats 5] [--glibc-heap] [--lax-3x3]
 """
 
 import argparse
@@ -29,16 +30,17 @@ def build_inputs(batch, size):
     return images, labels
 
 
-def reference_fcn():
+def reference_fcn(arch="fcn_resnet50"):
     import torch
 
-    from tests.helpers.torch_reference import fcn_resnet50
+    from tests.helpers.torch_reference import TORCH_MODELS
 
     torch.manual_seed(0)
-    return fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    aux = {} if arch.startswith("lraspp") else {"aux_loss": True}
+    return TORCH_MODELS[arch](weights=None, weights_backbone=None, num_classes=21, **aux)
 
 
-def torch_worker(mode, batch, size):
+def torch_worker(mode, batch, size, arch):
     import torch
 
     import torchattacks
@@ -47,7 +49,7 @@ def torch_worker(mode, batch, size):
     images, labels = build_inputs(batch, size)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels).long()
-    fcn = reference_fcn().train()
+    fcn = reference_fcn(arch).train()
     optimizer = torch.optim.SGD(fcn.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     attack = None
     if mode == "pgd":
@@ -59,7 +61,9 @@ def torch_worker(mode, batch, size):
         inputs = attack(x, y) if attack is not None else x  # eval-mode BN inside
         optimizer.zero_grad(set_to_none=True)
         out = fcn(normalize(inputs))
-        loss = loss_fn(out["out"], y) + 0.5 * loss_fn(out["aux"], y)
+        loss = loss_fn(out["out"], y)
+        if "aux" in out:
+            loss = loss + 0.5 * loss_fn(out["aux"], y)
         loss.backward()
         optimizer.step()
 
@@ -67,13 +71,13 @@ def torch_worker(mode, batch, size):
     serve(step)
 
 
-def jax_worker(mode, batch, size, winograd=None):
+def jax_worker(mode, batch, size, arch, winograd=None):
     from jaxseg import runtime
     from jaxseg.models import port
 
     runtime.keep_freed_memory()  # as the CLIs run: glibc keeps freed memory on CPU
 
-    weights = {k: v.numpy() for k, v in reference_fcn().state_dict().items()}
+    weights = {k: v.numpy() for k, v in reference_fcn(arch).state_dict().items()}
     with runtime.conv_policy(winograd_convs=winograd):  # models trace their convolutions here
         model, variables, _ = port.port(weights)
         _serve_jax(model, variables, mode, batch, size)  # compiles (traces the model) here
@@ -110,6 +114,8 @@ def _serve_jax(model, variables, mode, batch, size):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="fcn_resnet50",
+                        help="one of torchvision's six segmentation models")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
@@ -122,21 +128,22 @@ def main():
     args = parser.parse_args()
     if args.worker:
         if args.worker == "jax":
-            jax_worker(args.mode, args.batch, args.size, False if args.lax_3x3 else None)
+            jax_worker(args.mode, args.batch, args.size, args.arch,
+                       False if args.lax_3x3 else None)
         else:
-            torch_worker(args.mode, args.batch, args.size)
+            torch_worker(args.mode, args.batch, args.size, args.arch)
         return
 
     import jax
     import torch
 
-    print(f"train step, FCN-ResNet50, batch {args.batch} at {args.size}x{args.size} fp32, "
+    print(f"train step, {args.arch}, batch {args.batch} at {args.size}x{args.size} fp32, "
           f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"each framework in its own process, median of {args.repeats} alternated steps")
     print(f"machine: {machine()}")
     for mode, name in (("none", "standard"), ("pgd", "PGD-3 AT")):
-        common = ["bench.train_speed", "--batch", str(args.batch), "--size", str(args.size),
-                  "--mode", mode]
+        common = ["bench.train_speed", "--arch", args.arch, "--batch", str(args.batch),
+                  "--size", str(args.size), "--mode", mode]
         workers = {"jaxseg": common + ["--worker", "jax"],
                    "pytorch": common + ["--worker", "torch"]}
         if args.glibc_heap:
