@@ -38,12 +38,12 @@ demo: $(VENV)/.runtime
 	$(PY) -m jaxseg.cli.demo
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The inner loop: everything but the tests marked slow (multi-process, training runs, long
 # attacks).
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 bench: $(VENV)/.test
 	$(PY) -m bench.forward_speed

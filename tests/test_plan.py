@@ -8,18 +8,32 @@ from jaxseg.cli import plan as plan_cli
 from jaxseg.config import apply_overrides, load
 from tests.helpers.cli import one_line_error, run_cli
 
+# One worker runs this file (make test: --dist loadgroup), so its module fixture is built once.
+pytestmark = [pytest.mark.xdist_group("test_plan")]
 
-def quick_rows(**kwargs):
-    config = apply_overrides(load("configs/quick.py"), ["adv.mode=pgd", "adv.steps=2"])
-    return plan.plan(config, **kwargs)
+
+QUICK = ["adv.mode=pgd", "adv.steps=3", "model.num_classes=21", "eval.attack=pgd",
+         "eval.steps=5"]
+ONE = dict(batches=(1,), remats=("none",), dtypes=("float32",))
+
+
+def quick_config():
+    return apply_overrides(load("configs/quick.py"), QUICK)
+
+
+@pytest.fixture(scope="module")
+def quick_plan():
+    """The train step (PGD-3) and an evaluation batch (PGD-5) of quick.py at batch 1, as the CPU
+    builds them (loops unrolled): shared by the tests below, each compile costs seconds."""
+    return plan.plan(quick_config(), **ONE)
 
 
 @pytest.mark.slow
-def test_remat_keeps_less_and_flops_grow_with_the_batch():
-    rows = quick_rows(batches=(1, 2), remats=("none", "full"), dtypes=("float32",))
+def test_remat_keeps_less_and_flops_grow_with_the_batch(quick_plan):
+    rows = quick_plan + plan.plan(quick_config(), batches=(2,), remats=("none", "full"),
+                                  dtypes=("float32",), evaluation=False)
     train = {(r.remat, r.batch): r for r in rows if r.program == "train"}
-    assert sorted((r.remat, r.batch) for r in rows) == sorted(
-        (m, b) for m in ("none", "full") for b in (1, 2))  # quick.py has no eval attack
+    assert sorted(train) == [("full", 2), ("none", 1), ("none", 2)]
     plain, remat = train["none", 2], train["full", 2]
     assert remat.kept_gb < 0.5 * plain.kept_gb  # a block keeps only its input
     assert plain.gflops < remat.gflops < 1.5 * plain.gflops  # recomputed forwards
@@ -149,37 +163,30 @@ def test_bad_input_is_one_line(capsys, args, message):
 
 
 @pytest.mark.slow
-def test_rolled_loops_change_no_figure():
+def test_rolled_loops_change_no_figure(quick_plan):
     """GPUs and TPUs roll attack loops, whose body XLA counts once; an attack fixes its loops
     when it is made, so the plan builds its programs per loop policy. Simulated here: every
     loop rolled by default gives the same FLOPs, peaks and roofline as CPU's unrolled default."""
     from jaxseg import runtime
 
-    config = apply_overrides(load("configs/quick.py"), [
-        "adv.mode=pgd", "adv.steps=3", "model.num_classes=21", "eval.attack=pgd", "eval.steps=5"])
-    kwargs = dict(batches=(1,), remats=("none",), dtypes=("float32",))
-    unrolled = plan.plan(config, **kwargs)
     with runtime.loop_policy("off"):
-        rolled = plan.plan(config, **kwargs)
+        rolled = plan.plan(quick_config(), **ONE)
     assert [r.program for r in rolled] == ["train", "eval"]
-    for a, b in zip(rolled, unrolled):
+    for a, b in zip(rolled, quick_plan):
         assert a.gflops == pytest.approx(b.gflops, rel=1e-9)
         assert a.peak_gb == pytest.approx(b.peak_gb, rel=1e-9)
         assert a.step_ms == pytest.approx(b.step_ms, rel=1e-9)
 
 
 @pytest.mark.slow
-def test_long_eval_attacks_are_counted_as_if_unrolled():
+def test_long_eval_attacks_are_counted_as_if_unrolled(quick_plan):
     import jax
     import jax.numpy as jnp
 
     from jaxseg import attacks, models, runtime
     from jaxseg.evaluation import confusion
 
-    config = apply_overrides(load("configs/quick.py"), [
-        "model.num_classes=21", "eval.attack=pgd", "eval.steps=5"])
-    row, = [r for r in plan.plan(config, batches=(1,), remats=("none",), dtypes=("float32",))
-            if r.program == "eval"]
+    row, = [r for r in quick_plan if r.program == "eval"]
     model = models.build("fcn_resnet14_w8", 21)
     variables = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (32, 32)))
     spec = attacks.make("pgd", eps=8 / 255, steps=5)

@@ -13,6 +13,9 @@ from jaxseg.attacks import losses
 from jaxseg.train import train
 from tests.helpers import train_worker
 
+# One worker runs this file (make test: --dist loadgroup), so its module fixture is built once.
+pytestmark = [pytest.mark.xdist_group("test_sea_strength")]
+
 EPS = 8 / 255
 
 

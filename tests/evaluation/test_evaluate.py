@@ -17,6 +17,9 @@ from jaxseg.evaluation import report
 from jaxseg.models import port
 from tests.helpers import paths
 
+# One worker runs this file (make test: --dist loadgroup), so its module fixture is built once.
+pytestmark = [pytest.mark.xdist_group("test_evaluate")]
+
 REPO = str(paths.REPO)
 SYNTHETIC = ["--data", "synthetic", "--data-arg", "size=(32,32)", "--num-images", "6",
              "--batch-size", "4"]

@@ -127,7 +127,9 @@ def restore_targets(config):
 # closed ("Event loop is closed", unraisable); jaxseg's own report is one line. Upstream noise,
 # reported by whichever test of this module runs when it is collected (with Python 3.12 a later
 # one), so the whole module filters it.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# One worker runs this file (make test: --dist loadgroup), so its module fixture is built once.
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.xdist_group("test_faults")]
 
 
 @pytest.mark.slow
