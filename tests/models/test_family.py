@@ -174,3 +174,32 @@ def test_aspp_dilations_give_the_same_model_in_every_convolution_form():
     np.testing.assert_allclose(value, value_lax, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_lax)):
         assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * float(jnp.max(jnp.abs(b))) + 1e-9
+
+
+@pytest.mark.slow
+def test_mobilenet_remat_and_bfloat16_keep_parameters_and_results():
+    """Rematerialised inverted residual blocks: the same variables and parameter gradients;
+    bfloat16 compute: float32 logits close to float32's."""
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    plain = models.build("lraspp_mobilenet_v3_large", num_classes=5, aux=None)
+    variables = models.init(plain, jax.random.key(0), (32, 32))
+
+    def loss(model, variables, x):
+        out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return jnp.mean(out["out"] ** 2)
+
+    gradient = jax.jit(jax.grad(loss, argnums=1), static_argnums=0)
+    rematted = models.build("lraspp_mobilenet_v3_large", num_classes=5, aux=None, remat="full")
+    assert jax.tree.structure(models.init(rematted, jax.random.key(0), (32, 32))) == \
+        jax.tree.structure(variables)
+    want = gradient(plain, variables, x)
+    # Recomputing lets XLA fuse differently: float32 rounding, relative to the gradient's size
+    # (some leaves, e.g. biases under a following BatchNorm, are zero up to rounding).
+    scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(want))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale),
+                 gradient(rematted, variables, x), want)
+    half = models.build("lraspp_mobilenet_v3_large", num_classes=5, aux=None,
+                        dtype=jnp.bfloat16)
+    out32, out16 = plain.apply(variables, x)["out"], half.apply(variables, x)["out"]
+    assert out16.dtype == jnp.float32
+    assert np.abs(out16 - out32).max() <= 0.05 * np.abs(out32).max() + 1e-3
