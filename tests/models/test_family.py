@@ -40,6 +40,7 @@ def test_every_torchvision_model_has_its_state_dict_layout(arch):
 
 
 PARITY = [pytest.param("deeplabv3_resnet50", marks=pytest.mark.slow),
+          pytest.param("deeplabv3_resnet101", marks=pytest.mark.slow),
           "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
 
 
