@@ -66,8 +66,9 @@ def test_ported_model_matches_torchvision_and_exports_back_exactly(arch, tmp_pat
         np.testing.assert_array_equal(fresh.state_dict()[key].numpy(), value.numpy(), key)
 
 
-def test_deeplabv3_without_aux_head_and_other_classes_matches_torchvision():
-    reference = tr.torch_model("deeplabv3_mobilenet_v3_large", seed=2, num_classes=5, aux=False)
+@pytest.mark.parametrize("arch", ["fcn_resnet50", "deeplabv3_mobilenet_v3_large"])
+def test_without_aux_head_and_with_other_classes_matches_torchvision(arch):
+    reference = tr.torch_model(arch, seed=2, num_classes=5, aux=False)
     image = tr.camvid_image(64, 80, index=3)
     model, variables, _ = port.port(tr.state_numpy(reference))
     assert (model.aux, model.num_classes) == (False, 5)

@@ -34,16 +34,6 @@ def test_full_fcn_matches_torchvision(arch, size):
     assert_parity(model.apply(variables, image), tr.run_torch(reference, image))
 
 
-def test_fcn_without_aux_head_matches_torchvision():
-    reference = tr.torch_fcn("fcn_resnet50", seed=2, num_classes=5, aux=False)
-    image = tr.camvid_image(64, 80, index=3)
-    model, variables, _ = port.port(tr.state_numpy(reference))
-    assert (model.aux, model.num_classes) == (False, 5)
-    out = model.apply(variables, image)
-    assert set(out) == {"out"}
-    assert_parity(out, tr.run_torch(reference, image))
-
-
 @pytest.mark.parametrize("in_size, out_size", [((13, 17), (97, 131)), ((8, 8), (64, 64)),
                                                ((31, 20), (7, 9)), ((5, 5), (5, 5))])
 def test_resize_bilinear_matches_torch_interpolate(in_size, out_size):
