@@ -3,7 +3,7 @@
     python -m jaxseg.cli.prepare camvid --download     # once: data/camvid, CamVid at 240x180
     python experiments/camvid.py                       # everything, in order (hours on 2 cores)
     python experiments/camvid.py --runs /scratch/runs  # workdirs elsewhere
-    python experiments/camvid.py --smoke               # every step on 2 images, 2 steps each
+    python experiments/camvid.py --smoke               # every step: 2 images, 2 steps each
 
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand.
 Training resumes from its workdir if interrupted and is skipped once complete; an evaluation or
@@ -84,13 +84,15 @@ def car_images(data, count=8):
     return found[::stride][:count]
 
 
-# --smoke: the same commands on a few images, with the smallest model and every budget cut to
-# the fewest steps an attack takes (SEA's reduced-eps schedule needs 3).
+# --smoke: the same commands on a few images, with the smallest model, evaluation at a quarter
+# of the size (60x80) and every budget cut to the fewest steps an attack takes (SEA's
+# reduced-eps schedule needs 3).
 SMOKE_TRAIN = ["--config.steps=2", "--config.batch_size=2", "--config.data.crop_size=(64,64)",
                "--config.model.arch=fcn_resnet14_w8", "--config.eval.num_images=2",
                "--config.eval.steps=1", "--config.eval.samples=0", "--config.adv.steps=1",
-               "--config.checkpoint.every=2"]
-SMOKE_EVAL = ["--num-images", "2", "--batch-size", "2", "--steps", "3", "--restarts", "1"]
+               "--config.checkpoint.every=2", "--config.data.eval_short_side=60"]
+SMOKE_EVAL = ["--num-images", "2", "--batch-size", "2", "--steps", "3", "--restarts", "1",
+              "--short-side", "60"]
 SMOKE_SYNTH = ["--steps", "2"]
 SMOKE_IMAGES = 2
 

@@ -8,6 +8,7 @@ always in pixel units. Output: {'out': logits} and, with `aux`, {'aux': logits} 
 the backbone's lower features), at the input's size (float32).
 """
 
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -127,6 +128,14 @@ def build(arch, num_classes=21, aux=True, dtype=None, remat="none"):
     if aux and not has_aux(arch):
         raise JaxsegError(f"{arch} has no auxiliary head (as in torchvision): set aux to False "
                           "(--config.model.aux=False)")
+    return _shared_model(arch, num_classes, aux, dtype, remat)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_model(arch, num_classes, aux, dtype, remat):
+    """One instance per configuration. Jitted programs take `model.apply` as a static argument,
+    and the bound methods of two equal instances hash apart: evaluating a second checkpoint of
+    the same architecture would trace and compile every program again."""
     return SegmentationModel(arch=arch, num_classes=num_classes, aux=aux, dtype=dtype,
                              remat=remat)
 
