@@ -9,6 +9,7 @@ the backbone's lower features), at the input's size (float32).
 """
 
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -143,8 +144,13 @@ def _shared_model(arch, num_classes, aux, dtype, remat):
 def init(model, key, image_size=(64, 64)):
     """Fresh variables {'params', 'batch_stats'} with Flax's default initialisers (a port from
     torchvision starts fresh heads as torchvision does: `port.torch_fresh_heads`)."""
-    dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
-    return jax.jit(lambda k: model.init(k, dummy, train=False))(key)
+    return _init(model, key, tuple(image_size))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "image_size"))
+def _init(model, key, image_size):
+    # one compiled initialiser per model and size (compiling MobileNetV3's takes seconds)
+    return model.init(key, jnp.zeros((1, *image_size, 3), jnp.float32), train=False)
 
 
 def model_config(model):

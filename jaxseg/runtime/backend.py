@@ -44,6 +44,7 @@ from jaxseg.errors import JaxsegError
 WINOGRAD_MIN_MACS = 1e8
 
 _conv_override = []  # stack of conv_policy() choices: {name: True / False / None (default)}
+_POLICIES = ("pointwise_matmul", "materialize_blocks", "winograd_convs")
 
 
 def _choice(name):
@@ -91,8 +92,7 @@ def conv_policy(pointwise_matmul=None, materialize_blocks=None, winograd_convs=N
     convolutions of every size as Winograd's (True) or lax's (False); None keeps the
     backend's choice. For tests and benchmarks: parameters are the same either way, results
     equal to float32 rounding."""
-    choices = dict(pointwise_matmul=pointwise_matmul, materialize_blocks=materialize_blocks,
-                   winograd_convs=winograd_convs)
+    choices = dict(zip(_POLICIES, (pointwise_matmul, materialize_blocks, winograd_convs)))
     _conv_override.append({k: None if v is None else bool(v) for k, v in choices.items()})
     try:
         yield
@@ -116,27 +116,27 @@ class jit:
     static_argnames=...)`). jax.jit is built on the first call, not at import: choosing the
     options asks for the backend, which must not start before `jax.distributed.initialize`.
     Called on traced arguments (inside an outer jit, grad or vmap) it is a plain jax.jit: jax
-    takes compiler options only on the outermost program."""
+    takes compiler options only on the outermost program. One jax.jit per backend policy in
+    force (`conv_policy`): the policies are read while tracing, and jax's trace cache does not
+    know them, so a program traced under one policy is never reused under another."""
 
     def __init__(self, fun, **jit_kwargs):
         functools.update_wrapper(self, fun)
-        self._fun, self._jit_kwargs, self._jitted, self._nested = fun, jit_kwargs, None, None
+        self._fun, self._jit_kwargs, self._programs = fun, jit_kwargs, {}
 
-    def _built(self):
-        if self._jitted is None:
-            self._jitted = jax.jit(self._fun, compiler_options=compiler_options(),
-                                   **self._jit_kwargs)
-        return self._jitted
+    def _program(self, nested=False):
+        key = (nested, _on_cpu(), *(_choice(name) for name in _POLICIES))
+        if key not in self._programs:
+            options = {} if nested else {"compiler_options": compiler_options()}
+            self._programs[key] = jax.jit(self._fun, **options, **self._jit_kwargs)
+        return self._programs[key]
 
     def __call__(self, *args, **kwargs):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
-            if self._nested is None:
-                self._nested = jax.jit(self._fun, **self._jit_kwargs)
-            return self._nested(*args, **kwargs)
-        return self._built()(*args, **kwargs)
+        nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
+        return self._program(nested)(*args, **kwargs)
 
     def __getattr__(self, name):  # lower, trace, _cache_size, ...
-        return getattr(self._built(), name)
+        return getattr(self._program(), name)
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")

@@ -26,9 +26,9 @@ import numpy as np
 from jaxseg import data, io, labels, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.errors import JaxsegError
-from jaxseg.synthesis import edits as masks
 from jaxseg.synthesis import alignment, objectives, quality
 from jaxseg.synthesis import descent as synthesis
+from jaxseg.synthesis import edits as masks
 from jaxseg.viz import image_grid, save_gif
 
 MODES = ("inpaint", "generate", "edit")
@@ -225,6 +225,11 @@ def group_rows(members, examples, share, shape, local_devices):
             np.stack([e.hole for e in mine])), placed
 
 
+@functools.partial(runtime.jit, static_argnums=0)
+def _logits(model, variables, x):
+    return model.apply(variables, x)["out"]
+
+
 def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh, progress=None):
     """Per model: result images, start, frames, predictions and CE at the result, as numpy
     arrays over the global batch. images / targets / holes: this process's rows (all rows in
@@ -236,7 +241,7 @@ def synthesize_group(kind, opts, loaded, images, targets, holes, key, mesh, prog
         result = synthesis.run(kind, model.apply, variables, images, targets, key,
                                mask=holes if kind == "inpaint" else None, mesh=mesh,
                                progress=progress, **opts)
-        logits_fn = jax.jit(lambda v, x, m=model: m.apply(v, x)["out"])
+        logits_fn = functools.partial(_logits, model)
         logits = logits_fn(variables, result.x)
         ce = losses.cross_entropy(logits, global_targets)
         host = runtime.to_host

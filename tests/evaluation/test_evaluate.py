@@ -16,6 +16,7 @@ from jaxseg.errors import JaxsegError
 from jaxseg.evaluation import report
 from jaxseg.models import port
 from tests.helpers import paths
+from tests.helpers.cli import run_captured
 
 # One worker runs this file (make test: --dist loadgroup), so its module fixture is built once.
 pytestmark = [pytest.mark.xdist_group("test_evaluate")]
@@ -45,8 +46,11 @@ def evaluation_info():
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    """evaluate.py's main in this process: the tests' evaluations share one model's compiled
+    programs."""
+    from jaxseg.cli import evaluate as cli
+
+    return run_captured(cli.main, *args)
 
 
 @pytest.mark.slow
@@ -102,8 +106,7 @@ def test_table_json_and_curve(ported, tmp_path):
 def test_split_metrics_equal_one_big_confusion(ported):
     """Batching and padding do not change the metrics: 6 images in batches of 4 (2 padded
     blanks) give the confusion matrix of the whole split computed at once."""
-    from jaxseg import data
-    from jaxseg import models
+    from jaxseg import data, models
 
     model, variables = models.load(ported)
     dataset = data.get_dataset("synthetic", "val", size=(32, 32), num_examples=6)

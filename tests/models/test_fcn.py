@@ -10,6 +10,7 @@ from jaxseg import JaxsegError, models
 from jaxseg.models import port
 from tests.helpers import policy
 from tests.helpers import torch_reference as tr
+from tests.helpers.forward import forward
 
 
 def assert_parity(jax_out, torch_out):
@@ -31,7 +32,7 @@ def test_full_fcn_matches_torchvision(arch, size):
     image = tr.camvid_image(*size)
     model, variables, source = port.port(tr.state_numpy(reference))
     assert (source, model.arch, model.num_classes, model.aux) == ("segmentation", arch, 21, True)
-    assert_parity(model.apply(variables, image), tr.run_torch(reference, image))
+    assert_parity(forward(model, variables, image), tr.run_torch(reference, image))
 
 
 @pytest.mark.parametrize("in_size, out_size", [((13, 17), (97, 131)), ((8, 8), (64, 64)),
@@ -49,7 +50,7 @@ def test_resize_bilinear_matches_torch_interpolate(in_size, out_size):
 def test_small_variants_use_the_same_structure(arch):
     model = models.build(arch, num_classes=7)
     variables = models.init(model, jax.random.key(0), (40, 56))
-    out = model.apply(variables, jnp.full((2, 41, 57, 3), 0.5))
+    out = forward(model, variables, jnp.full((2, 41, 57, 3), 0.5))
     assert {k: v.shape for k, v in out.items()} == {"out": (2, 41, 57, 7), "aux": (2, 41, 57, 7)}
     backbone = variables["params"]["backbone"]
     blocks = models.ARCHS[arch]["blocks"]
@@ -82,7 +83,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     model16 = models.build("fcn_resnet14_w8", num_classes=4, dtype=jnp.bfloat16)
     variables = models.init(model32, jax.random.key(0), (32, 32))
     x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
-    out32, out16 = model32.apply(variables, x)["out"], model16.apply(variables, x)["out"]
+    out32, out16 = forward(model32, variables, x)["out"], forward(model16, variables, x)["out"]
     assert out16.dtype == jnp.float32
     assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
     assert np.abs(out16 - out32).max() <= 0.05 * np.abs(out32).max() + 1e-3

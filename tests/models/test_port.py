@@ -2,8 +2,6 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,17 +10,17 @@ import torch
 
 from jaxseg import JaxsegError, models
 from jaxseg.models import port
-from tests.helpers import torch_reference as tr
 from tests.helpers import paths
+from tests.helpers import torch_reference as tr
+from tests.helpers.cli import run_captured
+from tests.helpers.forward import forward, submodule_output
 
 REPO = str(paths.REPO)
 
 
 def backbone_features(model, variables, image):
     """layer3 / layer4 features of our backbone, captured from inside the FCN."""
-    _, state = model.apply(variables, image, capture_intermediates=lambda m, _: m.name == "backbone",
-                           mutable=["intermediates"])
-    return state["intermediates"]["backbone"]["__call__"][0]
+    return submodule_output(model, variables, image, "backbone")
 
 
 def torch_backbone_features(resnet, image):
@@ -133,7 +131,7 @@ def test_export_round_trip_is_exact_and_loads_into_torchvision(tmp_path):
     reference.load_state_dict(torch.load(path, weights_only=True), strict=True)
     image = tr.camvid_image(64, 96, index=2)
     torch_out = tr.run_torch(reference.eval(), image)
-    ours = model.apply(variables, image)
+    ours = forward(model, variables, image)
     for k in ("out", "aux"):
         assert np.abs(np.asarray(ours[k]) - torch_out[k]).max() <= 1e-4 * np.abs(torch_out[k]).max()
 
@@ -171,8 +169,9 @@ def tiny_state():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "jaxseg.cli.port", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    from jaxseg.cli import port as cli
+
+    return run_captured(cli.main, *args)
 
 
 def save_state(path, state):

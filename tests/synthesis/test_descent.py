@@ -15,10 +15,11 @@ from PIL import Image
 
 from jaxseg import attacks, data, models, runtime, synthesis
 from jaxseg.attacks import losses
+from jaxseg.errors import JaxsegError
 from jaxseg.synthesis import edits as masks
 from jaxseg.synthesis import quality
-from jaxseg.errors import JaxsegError
 from tests.helpers import multiprocess, paths
+from tests.helpers.forward import forward
 
 SIZE = 32
 ROOT = str(paths.REPO)
@@ -41,7 +42,7 @@ def batch():
 
 
 def _ce(model, variables, x, labels):
-    return np.asarray(losses.cross_entropy(model.apply(variables, x)["out"], labels))
+    return np.asarray(losses.cross_entropy(forward(model, variables, x)["out"], labels))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from jaxseg import models
+from jaxseg.cli import train as train_cli
 from jaxseg.train import loop as trainer
 from jaxseg.train import optim
 from jaxseg.train import state as training
-from tests.helpers import multiprocess
-from tests.helpers import train_worker
-from tests.helpers import paths
+from tests.helpers import multiprocess, paths, train_worker
+from tests.helpers.cli import one_line_error, run_cli
 
 REPO = str(paths.REPO)
 WORKER = os.path.join(REPO, "tests", "helpers", "train_worker.py")
@@ -153,14 +153,12 @@ def slurm_job_id_with_a_free_port():
     ("--config.model.num_classes=3", "model.num_classes=3 but the data has"),
     ("--config.nosuch=1", "unknown config key 'nosuch'"),
 ])
-def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, override, message):
-    config = "configs/camvid_standard.py" if "camvid" in override else "configs/demo.py"
-    result = subprocess.run([sys.executable, "train.py", "--config", config,
-                             "--workdir", str(tmp_path / "w"), override], cwd=REPO,
-                            capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
+def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, capsys, override, message):
+    config = "camvid_standard.py" if "camvid" in override else "demo.py"
+    code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", config),
+                   "--workdir", tmp_path / "w", override)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
 
 
 @pytest.mark.slow
@@ -175,14 +173,12 @@ def test_batch_not_divisible_by_the_devices_is_one_line_before_compiling(tmp_pat
 
 
 @pytest.mark.slow
-def test_init_checkpoint_with_other_classes_is_refused(tmp_path):
+def test_init_checkpoint_with_other_classes_is_refused(tmp_path, capsys):
     model = models.build("fcn_resnet26_w16", num_classes=3)
     models.save(tmp_path / "ckpt", model, models.init(model, jax.random.key(0)))
-    result = subprocess.run([sys.executable, "train.py", "--config", "configs/demo.py",
-                             "--workdir", str(tmp_path / "w"), f"--config.model.init={tmp_path / 'ckpt'}"],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert "model has 3 classes, the data has 7" in result.stderr
+    code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", "demo.py"),
+                   "--workdir", tmp_path / "w", f"--config.model.init={tmp_path / 'ckpt'}")
+    one_line_error(capsys, code, "model has 3 classes, the data has 7")
 
 
 @pytest.mark.slow
@@ -205,9 +201,6 @@ def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_pa
 
 @pytest.mark.slow
 def test_the_final_evaluation_says_what_it_runs_and_what_it_found(tmp_path, capsys):
-    from jaxseg.cli import train as train_cli
-    from tests.helpers.cli import run_cli
-
     code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", "quick.py"),
                    "--workdir", tmp_path, "--config.eval.attack=pgd", "--config.eval.steps=1",
                    "--config.eval.num_images=4", "--config.eval.batch_size=4")
