@@ -5,7 +5,11 @@ process the tests start:
 - XLA:CPU's backend (LLVM) optimisation level 0: the tests' models are small and each program
   runs a few times, so compiling is most of their time, and level 0 halves it (a tiny PGD-3
   train step: 37.6 -> 19.5 s compile, 96 -> 176 ms per step). The same computations: no test
-  times anything, and the commands and benchmarks keep XLA's defaults."""
+  times anything, and the commands and benchmarks keep XLA's defaults;
+- for the same reason, attack and descent loops of more than 4 steps compile rolled
+  (JAXSEG_UNROLL_LIMIT; the default unrolls up to 32 on CPU, for speed per step): a 10-30 step
+  attack that runs once compiles one step instead of all of them (tests/attacks: 217 -> 141 s).
+  Tests of the default policy unset it; the same iterates either way (tested)."""
 
 import os
 import shutil
@@ -17,6 +21,8 @@ if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
                                                            f"jaxseg-test-cache-{_RUN}")
 
+
+os.environ.setdefault("JAXSEG_UNROLL_LIMIT", "4")
 
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 if TEST_XLA_FLAGS.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):

@@ -15,7 +15,7 @@ from tests.helpers import paths
 DOCS = [paths.REPO / "README.md", *sorted((paths.REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # The smallest model on the same code path, and a couple of steps: the blocks show real sizes.
-SMALL = [(re.compile(r'"fcn_resnet(50|101|26_w16)"'), '"fcn_resnet14_w8"'),
+SMALL = [(re.compile(r'"(fcn|deeplabv3)_resnet(50|101|26_w16)"'), r'"\1_resnet14_w8"'),
          (re.compile(r"\bsteps=(\d+)"), lambda m: f"steps={min(int(m[1]), 2)}")]
 
 

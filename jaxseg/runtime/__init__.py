@@ -18,8 +18,9 @@ from jaxseg.runtime.backend import (COMPUTE_DTYPES, WINOGRAD_MIN_MACS, compiler_
 from jaxseg.runtime.cluster import (DISTRIBUTED_MODES, cluster_environment,
                                     initialize_distributed)
 from jaxseg.runtime.heap import HEAP_ENV, HEAP_MODES, cpu_only, keep_freed_memory
-from jaxseg.runtime.loops import (LOOP_MODES, UNROLL_ENV, UNROLL_LIMIT, chunk,
-                                  largest_divisor, loop_mode, loop_policy, unroll)
+from jaxseg.runtime.loops import (LIMIT_ENV, LOOP_MODES, UNROLL_ENV, UNROLL_LIMIT, chunk,
+                                  largest_divisor, loop_mode, loop_policy, unroll,
+                                  unroll_limit)
 from jaxseg.runtime.mesh import (DATA_AXIS, all_rows, batch_sharding, is_main_process,
                                  local_device_count, make_mesh, on_every_process, place,
                                  replicate, replicated, shard_batch, sum_over_processes,
@@ -30,8 +31,8 @@ __all__ = [
     "conv_policy", "jit", "materialize_blocks", "pointwise_matmul", "winograd_convs",
     "DISTRIBUTED_MODES", "cluster_environment", "initialize_distributed",
     "HEAP_ENV", "HEAP_MODES", "cpu_only", "keep_freed_memory",
-    "LOOP_MODES", "UNROLL_ENV", "UNROLL_LIMIT", "chunk", "largest_divisor", "loop_mode",
-    "loop_policy", "unroll",
+    "LIMIT_ENV", "LOOP_MODES", "UNROLL_ENV", "UNROLL_LIMIT", "chunk", "largest_divisor",
+    "loop_mode", "loop_policy", "unroll", "unroll_limit",
     "DATA_AXIS", "all_rows", "batch_sharding", "is_main_process", "local_device_count",
     "make_mesh", "on_every_process", "place", "replicate", "replicated", "shard_batch",
     "sum_over_processes", "to_host",

@@ -9,9 +9,11 @@ unrolling only multiplies compile time. The policy:
              (synthesis) run as a host loop of unrolled chunks of at most UNROLL_LIMIT steps
     GPU/TPU  rolled, one program
 
-The expert override is the environment variable JAXSEG_UNROLL=auto|on|off (or the
-`loop_policy` context manager): on unrolls every loop, off rolls every loop. It is read when an
-attack or a descent is configured, so set it before building one.
+The expert overrides are the environment variables JAXSEG_UNROLL=auto|on|off (or the
+`loop_policy` context manager): on unrolls every loop, off rolls every loop; and
+JAXSEG_UNROLL_LIMIT=N, the CPU limit of 'auto' (the test suite sets a small one: its programs
+run once or twice, so compiling is most of their time). Both are read when an attack or a
+descent is configured, so set them before building one.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from jaxseg.errors import JaxsegError
 
 UNROLL_LIMIT = 32  # steps (x restarts) up to which CPU loops unroll
 UNROLL_ENV = "JAXSEG_UNROLL"
+LIMIT_ENV = "JAXSEG_UNROLL_LIMIT"
 LOOP_MODES = ("auto", "on", "off")
 _override = []  # stack of loop_policy() modes
 
@@ -48,12 +51,22 @@ def loop_policy(mode):
         _override.pop()
 
 
+def unroll_limit():
+    """Steps (x restarts) up to which CPU loops unroll: $JAXSEG_UNROLL_LIMIT, else UNROLL_LIMIT."""
+    value = os.environ.get(LIMIT_ENV, "").strip()
+    if not value:
+        return UNROLL_LIMIT
+    if not value.isdigit() or int(value) < 1:
+        raise JaxsegError(f"{LIMIT_ENV}={value!r}; give a number of steps >= 1")
+    return int(value)
+
+
 def unroll(steps):
     """Whether a loop of `steps` iterations compiles unrolled."""
     mode = loop_mode()
     if mode != "auto":
         return mode == "on"
-    return jax.default_backend() == "cpu" and steps <= UNROLL_LIMIT
+    return jax.default_backend() == "cpu" and steps <= unroll_limit()
 
 
 def largest_divisor(n, at_most):
@@ -63,9 +76,10 @@ def largest_divisor(n, at_most):
 
 def chunk(steps, divides=None):
     """Steps per compiled program when a long descent of `steps` should run as a host loop of
-    unrolled programs (CPU, 'auto', more than UNROLL_LIMIT steps): the largest divisor of
-    `divides` (default `steps`; a trajectory passes its steps per frame) up to UNROLL_LIMIT.
+    unrolled programs (CPU, 'auto', more than `unroll_limit()` steps): the largest divisor of
+    `divides` (default `steps`; a trajectory passes its steps per frame) up to the limit.
     None: one program."""
-    if loop_mode() != "auto" or jax.default_backend() != "cpu" or steps <= UNROLL_LIMIT:
+    limit = unroll_limit()
+    if loop_mode() != "auto" or jax.default_backend() != "cpu" or steps <= limit:
         return None
-    return largest_divisor(steps if divides is None else divides, UNROLL_LIMIT)
+    return largest_divisor(steps if divides is None else divides, limit)

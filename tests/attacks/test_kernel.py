@@ -143,9 +143,10 @@ def test_restarts_keep_the_best_run_per_example(tiny):
 
 
 @pytest.mark.slow
-def test_unrolled_and_rolled_loops_compute_the_same_attack(tiny):
+def test_unrolled_and_rolled_loops_compute_the_same_attack(tiny, monkeypatch):
     """`unroll` only changes how XLA compiles the loops (speed / compile time), not the result."""
     model, variables, images, labels = tiny
+    monkeypatch.delenv(runtime.LIMIT_ENV, raising=False)  # the suite sets a small limit
     results = []
     for mode in ("on", "off"):
         with runtime.loop_policy(mode):
@@ -157,6 +158,13 @@ def test_unrolled_and_rolled_loops_compute_the_same_attack(tiny):
     assert attacks.make("pgd", steps=10).config.unroll is True  # (on XLA:CPU, where tests run)
     with runtime.loop_policy("on"):
         assert attacks.make("pgd", steps=40).config.unroll is True
+    monkeypatch.setenv(runtime.LIMIT_ENV, "4")
+    assert attacks.make("pgd", steps=4).config.unroll is True
+    assert attacks.make("pgd", steps=3, restarts=2).config.unroll is False  # steps x restarts
+    for bad in ("0", "x"):
+        monkeypatch.setenv(runtime.LIMIT_ENV, bad)
+        with pytest.raises(JaxsegError, match=f"JAXSEG_UNROLL_LIMIT='{bad}'"):
+            attacks.make("pgd", steps=3)
     np.testing.assert_allclose(results[0].x, results[1].x, atol=1e-6)
     np.testing.assert_allclose(results[0].value, results[1].value, rtol=1e-5)
 
@@ -534,8 +542,9 @@ def _torch_attack(torch, wrapped, torch_name, images_t, labels_t, eps, alpha, st
 
 
 def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps):
-    spec = attacks.make(preset, eps=eps, step_size=alpha, steps=steps, random_start=False,
-                        use_best=False)
+    with runtime.loop_policy("on"):  # ResNet-50 / MobileNetV3 run slowly in a rolled loop
+        spec = attacks.make(preset, eps=eps, step_size=alpha, steps=steps, random_start=False,
+                            use_best=False)
     x = np.asarray(attacks.attack(spec, model.apply, variables, images, labels,
                                   jax.random.key(0)).x)
     # Same pixel count per example, so the batch mean of per-example means is torch's mean.
