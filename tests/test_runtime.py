@@ -113,6 +113,30 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
     assert float(jax.grad(lambda x: scaled(x, power=2))(jnp.float32(3.0))) == 6.0
 
 
+def test_jit_traces_again_under_another_backend_policy():
+    """Models read the convolution policy while tracing; jax's trace cache does not know it, so
+    runtime.jit keeps a program per policy: one traced under the default is never reused under
+    conv_policy(...), outermost or nested."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    @functools.partial(runtime.jit)
+    def policy_seen(x):
+        return x + (1.0 if runtime.pointwise_matmul() else 2.0)
+
+    def nested(x):  # a new outer function each time: only the inner program could be stale
+        return jax.jit(lambda y: policy_seen(y))(x)
+
+    default = 1.0 if runtime.pointwise_matmul() else 2.0  # CPU: 1x1 convolutions as matmuls
+    assert float(policy_seen(jnp.float32(0.0))) == float(nested(jnp.float32(0.0))) == default
+    with runtime.conv_policy(pointwise_matmul=default != 1.0):
+        assert float(policy_seen(jnp.float32(0.0))) == 3.0 - default
+        assert float(nested(jnp.float32(0.0))) == 3.0 - default
+    assert float(policy_seen(jnp.float32(0.0))) == float(nested(jnp.float32(0.0))) == default
+
+
 HEAP_PROBE = """
 import resource, sys
 import jax, jax.numpy as jnp

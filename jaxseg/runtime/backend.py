@@ -127,8 +127,12 @@ class jit:
     def _program(self, nested=False):
         key = (nested, _on_cpu(), *(_choice(name) for name in _POLICIES))
         if key not in self._programs:
+            def per_policy(*args, **kwargs):  # jax caches traces per function object
+                return self._fun(*args, **kwargs)
+
+            functools.update_wrapper(per_policy, self._fun)
             options = {} if nested else {"compiler_options": compiler_options()}
-            self._programs[key] = jax.jit(self._fun, **options, **self._jit_kwargs)
+            self._programs[key] = jax.jit(per_policy, **options, **self._jit_kwargs)
         return self._programs[key]
 
     def __call__(self, *args, **kwargs):

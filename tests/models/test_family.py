@@ -138,6 +138,20 @@ def test_fresh_heads_are_initialised_like_torchvisions(arch):
                 assert np.abs(values).max() > 0.8 * bound, key
 
 
+def test_one_model_instance_per_configuration():
+    """Programs take `model.apply` as a static argument: a second checkpoint of the same
+    configuration must give the same bound method (equal instances' methods hash apart)."""
+    a = models.build("deeplabv3_resnet14_w8", num_classes=7)
+    assert a is models.build("deeplabv3_resnet14_w8", num_classes=7)
+    assert a.apply == models.from_config(models.model_config(a)).apply
+    assert hash(a.apply) == hash(models.build("deeplabv3_resnet14_w8", num_classes=7).apply)
+    for other in (models.build("deeplabv3_resnet14_w8", num_classes=8),
+                  models.build("deeplabv3_resnet14_w8", num_classes=7, aux=False),
+                  models.build("deeplabv3_resnet14_w8", num_classes=7, dtype=jnp.bfloat16),
+                  models.build("deeplabv3_resnet14_w8", num_classes=7, remat="full")):
+        assert other is not a and other != a
+
+
 def test_small_deeplabv3_and_lraspp_run_and_lraspp_has_no_aux_head():
     for arch, width in (("deeplabv3_resnet14_w8", 32), ("deeplabv3_resnet26_w16", 64)):
         model = models.build(arch, num_classes=7)
