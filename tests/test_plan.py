@@ -189,10 +189,10 @@ def test_long_eval_attacks_are_counted_as_if_unrolled(quick_plan):
     row, = [r for r in quick_plan if r.program == "eval"]
     model = models.build("fcn_resnet14_w8", 21)
     variables = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (32, 32)))
-    spec = attacks.make("pgd", eps=8 / 255, steps=5)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
     # the plan counts lax convolutions, as accelerators run them (not CPU's Winograd ones)
     with runtime.loop_policy("on"), runtime.conv_policy(winograd_convs=False):
+        spec = attacks.make("pgd", eps=8 / 255, steps=5)  # an attack fixes its loops when made
         direct = jax.jit(lambda v, x, y, k, e, s: confusion.batch_counts(
             model.apply, spec.static, 21, v, x, y, k, e, s, None)).lower(
             variables, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
