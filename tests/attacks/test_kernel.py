@@ -529,27 +529,43 @@ def torch_pair(arch):
     return torch, wrapped, model, variables, images, images_t, labels_t
 
 
-def _torch_attack(torch, wrapped, torch_name, images_t, labels_t, eps, alpha, steps):
-    """(adversarial NHWC images, torchattacks' final loss: a mean over all pixels)."""
+def _torch_trajectory(torch, wrapped, torch_name, images_t, labels_t, eps, alpha, steps):
+    """torchattacks' iterates x_0 .. x_steps (NHWC numpy) and its final loss (a mean over all
+    pixels): a forward pre-hook records what the attack feeds the model at each step."""
     import torchattacks
 
-    attack = getattr(torchattacks, torch_name)(wrapped, eps=eps, alpha=alpha, steps=steps,
-                                               random_start=False)
-    adv = attack(images_t, labels_t)
+    # PGDL2 divides the gradient by its norm + 1e-10, jaxseg by max(norm, 1e-12): the same unless
+    # the norm is near 1e-10, as it is for these random-weight models' mean losses (3e-10: the
+    # term shortens torchattacks' steps by a quarter). Compared here without that term.
+    extra = {"eps_for_division": 0.0} if torch_name == "PGDL2" else {}
+    seen = []
+    hook = wrapped.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    try:
+        attack = getattr(torchattacks, torch_name)(wrapped, eps=eps, alpha=alpha, steps=steps,
+                                                   random_start=False, **extra)
+        adv = attack(images_t, labels_t)
+    finally:
+        hook.remove()
+    assert len(seen) == steps  # one model call per step, from x_0
     with torch.no_grad():
         loss = torch.nn.CrossEntropyLoss()(wrapped(adv), labels_t).item()
-    return adv.permute(0, 2, 3, 1).double().numpy(), loss
+    return [x.permute(0, 2, 3, 1).double().numpy() for x in [*seen, adv]], loss
 
 
-def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps):
-    with runtime.loop_policy("on"):  # ResNet-50 / MobileNetV3 run slowly in a rolled loop
-        spec = attacks.make(preset, eps=eps, step_size=alpha, steps=steps, random_start=False,
-                            use_best=False)
-    x = np.asarray(attacks.attack(spec, model.apply, variables, images, labels,
-                                  jax.random.key(0)).x)
-    # Same pixel count per example, so the batch mean of per-example means is torch's mean.
-    loss = float(jnp.mean(losses.cross_entropy(model.apply(variables, x)["out"], labels)))
-    return x.astype(np.float64), loss
+def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps, x_start=None):
+    spec = attacks.make(preset, eps=eps, step_size=alpha, steps=steps, random_start=False,
+                        use_best=False)
+    if x_start is not None:
+        x_start = jnp.asarray(x_start, jnp.float32)
+    x = attacks.attack(spec, model.apply, variables, images, labels, jax.random.key(0),
+                       x_start=x_start).x
+    return np.asarray(x).astype(np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_loss(model, variables, x, labels):
+    """Same pixel count per example: the batch mean of per-example means is torch's mean."""
+    return jnp.mean(losses.cross_entropy(model.apply(variables, x)["out"], labels))
 
 
 @pytest.mark.slow
@@ -560,32 +576,30 @@ def _jax_attack(preset, model, variables, images, labels, eps, alpha, steps):
     ("pgd_l2", "PGDL2", 0.5, 0.125, "deeplabv3_mobilenet_v3_large"),
 ])
 def test_parity_with_torchattacks(preset, torch_name, eps, alpha, arch):
-    """The kernel is torchattacks' PGD: the same first step (input gradients equal to float32
-    rounding), and over 10 steps jaxseg's float32 run stays as close to the float64 trajectory (torch's, in
-    double precision) as torch's own float32 run does. A sign step turns a gradient component
-    that rounding flips into a whole step of difference, so two float32 runs drift apart on any
-    input; a fixed threshold on their distance would hold for one input and not another."""
+    """The kernel is torchattacks' PGD, checked where that is exact: the first input gradient
+    (equal to float32 rounding), then every step of torchattacks' 10-step trajectory computed
+    in float64: from each of its iterates, one jaxseg step lands on its next iterate. Over the
+    whole run both reach the same loss.
+
+    Two whole float32 runs are not compared iterate by iterate: a sign step turns a gradient
+    component that rounding flips into a whole step of difference, and the steps after it
+    follow a different path. Whether that happens depends on the input, the thread count and
+    the convolution algorithm (on one input, torch's float32 run kept to the float64 path to
+    1e-7 in one process and drifted 0.066 eps in another), so any bound on it holds by luck."""
     import copy
 
     pytest.importorskip("torch")
     pytest.importorskip("torchattacks")
     torch, wrapped, model, variables, images, images_t, labels_t = torch_pair(arch)
-    run = functools.partial(_torch_attack, torch, wrapped, torch_name, images_t, labels_t, eps,
-                            alpha)
-    wrapped64 = copy.deepcopy(wrapped).double()
-    run64 = functools.partial(_torch_attack, torch, wrapped64, torch_name, images_t.double(),
-                              labels_t, eps, alpha)
-    ours = functools.partial(_jax_attack, preset, model, variables, images,
-                             jnp.asarray(labels_t.numpy().astype(np.int32)), eps, alpha)
+    labels = jnp.asarray(labels_t.numpy().astype(np.int32))
 
     # The first step: the same input gradient, so the same step wherever the gradient is above
     # rounding level (both losses are the mean over all pixels: equal pixel counts per image).
     x0 = images_t.clone().requires_grad_(True)
     grad_torch = torch.autograd.grad(torch.nn.CrossEntropyLoss()(wrapped(x0), labels_t), x0)[0]
     grad_torch = grad_torch.permute(0, 2, 3, 1).numpy()
-    labels = jnp.asarray(labels_t.numpy().astype(np.int32))
-    grad_jax = np.asarray(jax.jit(jax.grad(lambda x: jnp.mean(losses.cross_entropy(
-        model.apply(variables, x)["out"], labels))))(jnp.asarray(images)))
+    grad_jax = np.asarray(jax.grad(_mean_loss, argnums=2)(model, variables, jnp.asarray(images),
+                                                         labels))
     # Not elementwise: on flat image regions max-pool windows hold ties, which the two
     # frameworks route to different inputs (built-in scenes: 1.7e-3 relative in L2; CamVid: less).
     relative = np.linalg.norm(grad_jax - grad_torch) / np.linalg.norm(grad_torch)
@@ -595,15 +609,33 @@ def test_parity_with_torchattacks(preset, torch_name, eps, alpha, arch):
           f"{same_sign:.4%} of the values above rounding level")
     assert relative <= 1e-2 and same_sign >= 0.999
 
-    (x_jax, loss_jax), (x_torch, loss_torch), (x_exact, loss_exact) = ours(10), run(10), run64(10)
-    drift_jax = np.abs(x_jax - x_exact).mean() / eps
-    drift_torch = np.abs(x_torch - x_exact).mean() / eps
-    between = np.abs(x_jax - x_torch).mean() / eps
-    print(f"\n{preset}: mean|dx|/eps from the float64 run: jaxseg {drift_jax:.4f}, torch "
-          f"{drift_torch:.4f}; between them {between:.4f}; loss jax={loss_jax:.5f} "
-          f"torch={loss_torch:.5f} float64={loss_exact:.5f}")
-    floor = 1e-3  # where float32 keeps to the float64 path (L2 steps: no sign to flip)
-    assert drift_jax <= 2 * drift_torch + floor
-    assert between <= 3 * drift_torch + floor
-    # Both reach the same loss, as far from the float64 run's as torch's float32 run is.
-    assert abs(loss_jax - loss_exact) <= 2 * abs(loss_torch - loss_exact) + 0.01 * loss_exact
+    # Every step, from torchattacks' own float64 iterates (the path float32 rounding would leave).
+    steps = 10
+    exact, loss_exact = _torch_trajectory(torch, copy.deepcopy(wrapped).double(), torch_name,
+                                          images_t.double(), labels_t, eps, alpha, steps)
+    # One batch: each of the first `steps` iterates (an example's gradient does not depend on
+    # the batch), one step from each.
+    x_next = _jax_attack(preset, model, variables, np.concatenate([images] * steps),
+                         jnp.concatenate([labels] * steps), eps, alpha, 1,
+                         x_start=np.concatenate(exact[:steps]))
+    diff = np.abs(x_next - np.concatenate(exact[1:])).reshape(steps, len(images), -1)
+    if preset == "pgd":  # a sign step: a component is either the same or a step away
+        flipped = diff > alpha / 2
+        assert flipped.mean(axis=(1, 2)).max() <= 1e-3, flipped.mean(axis=(1, 2))
+        assert diff[~flipped].max() <= 1e-5
+    else:  # L2: the step's direction, equal to the gradient's rounding
+        apart = np.linalg.norm(diff, axis=2)
+        assert apart.max() <= 1e-2 * alpha, apart
+
+    # The whole run, jaxseg's own loop: the same rise in loss (the components that rounding can
+    # flip carry next to no gradient, so a path through other signs of them changes the loss by
+    # rounding only; torch's float32 run, 0.066 eps away: 0.2 % of the rise). These random-weight
+    # models barely respond (L2 eps 0.5: a rise of 1e-7), hence the rounding term.
+    with runtime.loop_policy("on"):  # ResNet-50 runs a rolled loop at half the speed
+        x_jax = _jax_attack(preset, model, variables, images, labels, eps, alpha, steps)
+    loss_clean, loss_jax = (float(_mean_loss(model, variables, x, labels)) for x in (images, x_jax))
+    drift = np.abs(x_jax - exact[-1]).mean() / eps
+    print(f"{preset}: after {steps} steps, mean|dx|/eps from the float64 run {drift:.4f}; loss "
+          f"clean {loss_clean:.6f}, jaxseg {loss_jax:.6f}, float64 {loss_exact:.6f}")
+    rounding = 1e-6 * loss_exact  # float32's, on a mean over 8192 pixel losses
+    assert abs(loss_jax - loss_exact) <= 0.05 * abs(loss_exact - loss_clean) + rounding
