@@ -85,32 +85,47 @@ def _peak_bytes(compiled):
             - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
 
 
-def _flops(function, args, donate=()):
-    """XLA's FLOP count of the program before compilation, always taken on the CPU backend: the
-    count does not depend on the device, and GPU/TPU runtimes (PJRT C API) analyse compiled
-    programs only (there an uncompiled program's analysis is empty). The program is traced as
-    the default backend runs it; abstract arguments let the CPU device own the lowering."""
+def _lower(function, args, donate=()):
+    """The program lowered for abstract `args`, always on the CPU backend: XLA's FLOP count
+    does not depend on the device, and GPU/TPU runtimes (PJRT C API) analyse compiled programs
+    only (there an uncompiled program's analysis is empty). The program is traced as the
+    default backend runs it; abstract arguments let the CPU device own the lowering."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
     try:
         counting_device = jax.devices("cpu")[0]
     except RuntimeError:  # JAX_PLATFORMS without cpu: the default backend has to do
         counting_device = jax.devices()[0]
     with jax.default_device(counting_device):
-        lowered = jax.jit(function, donate_argnums=donate).lower(*abstract)
+        return jax.jit(function, donate_argnums=donate).lower(*abstract)
+
+
+def _flops(function, args, donate=()):
+    """XLA's FLOP count of the program before compilation (see _lower)."""
+    return _count(_lower(function, args, donate))
+
+
+def _count(lowered):
     return float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
-def _cost(build, args, donate=()):
+def _cost(build, args, donate=(), loops=True):
     """(FLOPs unrolled, peak bytes rolled, bytes accessed scaled to the unrolled FLOPs) of the
     program `build()` returns. It is built once per loop policy: an attack fixes its loops when
     it is made, not when it is traced. Both FLOP counts come from the same (CPU) counter, so
-    their ratio holds whichever backend compiled the rolled program and reported its bytes."""
-    with runtime.loop_policy("on"):
-        flops = _flops(build(), args, donate)
+    their ratio holds whichever backend compiled the rolled program and reported its bytes.
+    Without `loops` (standard training: no attack) both are the same program: traced once."""
     with runtime.loop_policy("off"):
         function = build()
-        rolled_flops = _flops(function, args, donate)
-        compiled = jax.jit(function, donate_argnums=donate).lower(*args).compile()
+        rolled = _lower(function, args, donate)
+        rolled_flops = _count(rolled)
+        if jax.default_backend() == "cpu":  # the lowering above is the default backend's
+            compiled = rolled.compile()
+        else:
+            compiled = jax.jit(function, donate_argnums=donate).lower(*args).compile()
+    flops = rolled_flops
+    if loops:
+        with runtime.loop_policy("on"):
+            flops = _flops(build(), args, donate)
     analysis = compiled.cost_analysis() or {}
     bytes_accessed = float(analysis.get("bytes accessed", 0.0)) * flops / (rolled_flops or flops)
     return flops, _peak_bytes(compiled), bytes_accessed
@@ -170,7 +185,8 @@ def _plan(config, batches, remats, dtypes, accelerator, evaluation, log):
                 free = (batch, height, width, 3) if config.adv.mode == "free" else None
                 state = jax.eval_shape(
                     lambda v, f=free: training.create_state(v, tx, key, f), variables)
-                flops, peak, accessed = _cost(build_step, (state, images, labels), donate=(0,))
+                flops, peak, accessed = _cost(build_step, (state, images, labels), donate=(0,),
+                                              loops=config.adv.mode != "none")
                 seconds = _roofline(flops, accessed, dtype, accelerator)
                 kept = _kept_bytes(model, variables, images, labels)
                 rows.append(Row("train", batch, dtype, remat, flops / 1e9, _gb(peak),
