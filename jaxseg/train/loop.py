@@ -62,11 +62,8 @@ class MetricsLog:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.writer = None
         if self.enabled:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                pass
-            else:
+            SummaryWriter = _tensorboard_writer()
+            if SummaryWriter is not None:
                 self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step, kind, values):
@@ -84,6 +81,23 @@ class MetricsLog:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def _tensorboard_writer():
+    """tensorboardX's SummaryWriter, or None without tensorboardX. Imported without PyTorch:
+    tensorboardX imports it where installed (1-4 s per process) only to accept its tensors,
+    and the metrics here are Python floats."""
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    finally:
+        if blocked:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _datasets(config):

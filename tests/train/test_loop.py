@@ -215,3 +215,15 @@ def test_the_final_evaluation_says_what_it_runs_and_what_it_found(tmp_path, caps
         assert (f"  {name}: pixel accuracy {100 * record['pixel_acc']:.1f} %, mIoU "
                 f"{100 * record['miou']:.1f} %") in err
     assert f"written to {tmp_path / 'metrics.jsonl'} (kinds eval_clean, eval_pgd)" in err
+
+
+def test_tensorboard_logging_does_not_import_pytorch():
+    """tensorboardX imports PyTorch where it is installed (seconds per training process) only
+    to accept its tensors; the trainer imports it without."""
+    pytest.importorskip("tensorboardX")
+    code = ("import sys\nfrom jaxseg.train.loop import _tensorboard_writer\n"
+            "writer = _tensorboard_writer()\n"
+            "print(writer.__name__, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.split() == ["SummaryWriter", "False"], out.stderr[-2000:]
