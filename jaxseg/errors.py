@@ -7,6 +7,11 @@ import sys
 import threading
 
 
+# A training run stopped by a signal did not finish: 75 (EX_TEMPFAIL, "try again") after
+# SIGTERM, the shell's 130 after Ctrl-C; a finished run exits 0. Schedulers requeue on these.
+STOPPED_EXIT_CODES = {"SIGTERM": 75, "SIGINT": 130}
+
+
 class JaxsegError(Exception):
     """A bad path, format or value supplied by the user. Its message is one line. An `abandon`
     attribute (a function) marks an error after which background threads of a failed write
@@ -58,7 +63,9 @@ def _watch_signals(interrupted):
     compilation (seconds to minutes) Ctrl-C would wait for it. Python's C-level handler also
     writes the signal's number to the wakeup fd at once; a thread reading it does what the
     handler would: exit at once, or, when the training loop's handler is installed (save, then
-    stop), say that the run stops after the current step."""
+    stop), say that the run stops after the current step; the loop's handler may ask for the
+    exit at once instead (`exits_at_once`: nothing done since the last checkpoint, or a second
+    signal)."""
     try:
         read, write = os.pipe()
         os.set_blocking(write, False)
@@ -72,11 +79,16 @@ def _watch_signals(interrupted):
                 if number not in (signal.SIGINT, signal.SIGTERM):
                     continue
                 handler = signal.getsignal(number)
+                owner = getattr(handler, "__self__", None)
                 if handler is interrupted:
                     interrupted(number, None)
-                elif getattr(getattr(handler, "__self__", None), "stops_after_step", False):
+                elif getattr(owner, "stops_after_step", False):
                     name = signal.Signals(number).name
+                    if owner.exits_at_once():  # nothing to save, or the second signal
+                        os.write(2, f"{name}: stopped at once; the last checkpoint is kept, "
+                                    "rerun the same command to resume\n".encode())
+                        os._exit(STOPPED_EXIT_CODES[name])
                     os.write(2, f"{name}: stopping after the current step (a checkpoint is "
-                                "saved)\n".encode())
+                                "saved; again to exit at once)\n".encode())
 
     threading.Thread(target=watch, name="jaxseg-signals", daemon=True).start()

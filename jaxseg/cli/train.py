@@ -15,13 +15,8 @@ import sys
 from jaxseg import config as configs
 from jaxseg.cli import distributed
 from jaxseg.cli import start_process
-from jaxseg.errors import cli_guard
+from jaxseg.errors import STOPPED_EXIT_CODES, cli_guard
 from jaxseg.train import train
-
-
-# A run stopped by a signal saved a checkpoint and did not finish: 75 (EX_TEMPFAIL, "try
-# again") after SIGTERM, the shell's 130 after Ctrl-C; a finished run exits 0.
-STOPPED_EXIT_CODES = {"SIGTERM": 75, "SIGINT": 130}
 
 
 @cli_guard

@@ -29,12 +29,21 @@ from jaxseg.errors import JaxsegError
 
 
 class StopSignals:
-    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and returns at the next step."""
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and returns at the next step.
+    With nothing to save (start-up, the first step's compilation, the final evaluation) or at
+    a second signal, the CLIs' signal thread exits at once instead (jaxseg.errors)."""
 
     stops_after_step = True  # what the CLIs' signal thread announces at once (jaxseg.errors)
 
     def __init__(self):
         self.received = None
+        self.unsaved = False  # steps run since the last checkpoint (the loop keeps it)
+        self._signals = 0
+
+    def exits_at_once(self):
+        """Asked by the signal thread as each signal arrives, before this handler runs."""
+        self._signals += 1
+        return not self.unsaved or self._signals > 1
 
     def __enter__(self):
         self._previous = {}
@@ -203,9 +212,15 @@ def train(config, workdir):
     """Train per `config` in `workdir` (resuming there if it holds checkpoints)."""
     configs.check(config)
     training.adversary(config.adv)  # validate the attack settings before any work
+    new = not os.path.exists(workdir)
     workdir = workdirs.prepare(workdir)
-    with workdirs.lock(workdir):
-        return _train(config, workdir)
+    try:
+        with workdirs.lock(workdir):
+            return _train(config, workdir)
+    except BaseException:
+        if new:  # a run that failed before its first checkpoint leaves no workdir behind
+            workdirs.remove_if_nothing_saved(workdir)
+        raise
 
 
 def _train(config, workdir):
@@ -259,6 +274,7 @@ def _train(config, workdir):
             for step in range(start + 1, config.steps + 1):
                 batch = data.to_global(next(loader), batch_sharding)
                 state, metrics = step_fn(state, batch["image"], batch["label"])
+                signals.unsaved = True
                 pending.append(metrics)
                 progress.update(1)
                 boundary = step % config.log_every == 0 or step % config.checkpoint.every == 0
@@ -267,7 +283,7 @@ def _train(config, workdir):
                     pending = []
                 if step % config.checkpoint.every == 0 or step == config.steps or signals.received:
                     save(step)
-                    last_saved = step
+                    last_saved, signals.unsaved = step, False
                 if step % config.eval.every == 0 or step == config.steps:
                     if step == config.steps:
                         progress.close()  # the final evaluation's own bars follow

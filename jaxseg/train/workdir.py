@@ -13,6 +13,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -35,6 +36,14 @@ def prepare(workdir):
             raise JaxsegError(f"{path} is not a file (the trainer keeps its {name} there); "
                               "move it away or use another workdir")
     return workdir
+
+
+def remove_if_nothing_saved(workdir):
+    """Remove `workdir` (created by this run) if no checkpoint was started in it: what a run
+    that failed at start-up wrote there (its lock, config records) is of no use."""
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if jax.process_index() == 0 and not (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

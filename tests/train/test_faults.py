@@ -313,6 +313,54 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
             json.loads((workdir / "config.json").read_text())  # whole, never half-written
 
 
+def _wait_for(predicate, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_loop_exits_at_once_with_nothing_to_save_or_when_pressed_twice(tmp_path):
+    """Inside the loop a signal means "save, then stop" after the current step; when nothing
+    has run since the last checkpoint (here: the first step compiling) or at a second Ctrl-C
+    (here: during an evaluation that compiles), the run exits within 2 s instead, saving
+    nothing half-way. The programs are unrolled 20-step attacks: seconds of compilation."""
+    env = dict(os.environ, JAXSEG_UNROLL="on")
+    slow = ["--config.adv.mode=pgd", "--config.adv.steps=20"]
+    command = [sys.executable, "train.py", "--config", QUICK, "--config.steps=3"]
+
+    first = tmp_path / "first_step"
+    process = subprocess.Popen([*command, "--workdir", str(first), *slow], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (first / "config.json").exists(), process)  # the loop starts next
+    time.sleep(1.0)  # the first step compiling
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0, err
+    assert process.returncode == 130 and "SIGINT: stopped at once" in err, err
+    assert not list((first / "checkpoints").glob("[0-9]*")), err
+
+    twice = tmp_path / "twice"
+    process = subprocess.Popen(
+        [*command, "--workdir", str(twice), "--config.eval.every=1", "--config.eval.attack=pgd",
+         "--config.eval.steps=20", "--config.eval.num_images=2"], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = twice / "metrics.jsonl"
+    _wait_for(lambda: metrics.exists() and '"train"' in metrics.read_text(), process)
+    process.send_signal(signal.SIGINT)  # step 1 ran: it waits to save after the evaluation
+    time.sleep(0.5)
+    assert process.poll() is None
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 2.0, err
+    assert "stopping after the current step" in err and "SIGINT: stopped at once" in err, err
+    assert process.returncode == 130 and "Traceback" not in err, err
+
+
 LONG_COMPILE = """
 import functools, sys
 from jaxseg.cli import start_process

@@ -159,6 +159,14 @@ def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path, capsys, overrid
                    "--workdir", tmp_path / "w", override)
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "w").exists()  # a new workdir: nothing left behind
+
+
+def test_a_failed_start_in_an_existing_workdir_keeps_it(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", "demo.py"),
+                   "--workdir", tmp_path, "--config.model.num_classes=3")
+    assert code == 2 and (tmp_path / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
