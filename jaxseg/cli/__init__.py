@@ -10,8 +10,23 @@ evaluate.py and synthesize.py are shims for the first three.
     python -m jaxseg.cli.plan      FLOPs, memory and step time per batch, dtype and remat
     python -m jaxseg.cli.demo      `make demo`
 
-Every command calls `start_process()` first, before JAX runs anything.
+Every command calls `start_process()` first, before JAX runs anything, and parses its
+arguments with `ArgumentParser` (argparse, with the project's one-line errors).
 """
+
+import argparse
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error: 'error: ...' and exit
+    code 2 (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        if "expected one argument" in message:  # argparse reads `--eps -1/255` as two flags
+            message += " (a value starting with '-' goes after '=': --eps=-1/255)"
+        sys.stderr.write(f"error: {message}; see {self.prog} --help\n")
+        sys.exit(2)
 
 
 def start_process():

@@ -3,18 +3,17 @@
     python -m jaxseg.cli.coco /data/coco --split train --cache /data/coco_voc21 --workers 8
 """
 
-import argparse
 import os
 import sys
 
 from jaxseg.data.coco import coco_voc
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.errors import cli_guard
 
 
 @cli_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m jaxseg.cli.coco",
+    parser = ArgumentParser(prog="python -m jaxseg.cli.coco",
                                      description="Convert COCO 2017 instance annotations to "
                                      "21-class VOC label maps (cached PNGs).")
     parser.add_argument("root", help="COCO root with annotations/ and <split>2017/")

@@ -12,20 +12,19 @@ over any attacks, run now or later, is recomputed), and with --eps-curve: curve.
 curve.png. Several --checkpoint flags evaluate models side by side.
 """
 
-import argparse
 import sys
 
 from jaxseg import attacks, models, runtime
 from jaxseg.attacks import losses
 from jaxseg.config.overrides import parse_keyvalues, parse_number, parse_size
 from jaxseg.cli import distributed
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.errors import cli_guard
 from jaxseg.evaluation.report import evaluate_checkpoints, markdown_table
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a jaxseg checkpoint or training workdir; repeat for several models")
     parser.add_argument("--name", action="append", default=None, help="display name per checkpoint")

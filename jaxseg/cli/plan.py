@@ -13,7 +13,6 @@ XLA:CPU's, an approximation of what XLA:GPU allocates, not a GPU measurement (ja
 says what each column is).
 """
 
-import argparse
 import math
 import sys
 
@@ -23,7 +22,7 @@ if __name__ == "__main__":
     planning.set_cpu_scheduler()  # before JAX starts its CPU backend
 
 from jaxseg import config as configs  # noqa: E402
-from jaxseg.cli import start_process  # noqa: E402
+from jaxseg.cli import ArgumentParser, start_process  # noqa: E402
 from jaxseg.errors import JaxsegError, cli_guard  # noqa: E402
 from jaxseg.io import write_text  # noqa: E402
 
@@ -41,7 +40,7 @@ def _list(text, flag, kind=str):
 @cli_guard
 def main(argv=None):
     argv, overrides = configs.split_overrides(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a configs/*.py file")
     parser.add_argument("--batches", default="1,2,4,8,16", help="per-device batch sizes")
     parser.add_argument("--remat", default="none,full", help="of none, convs, full")

@@ -6,18 +6,17 @@ jaxseg.models.port.
     python -m jaxseg.cli.port export ckpt/at50 fcn_resnet50_at.pth
 """
 
-import argparse
 import os
 import sys
 
 from jaxseg import models
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.errors import JaxsegError, cli_guard
 from jaxseg.models import port
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m jaxseg.cli.port", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m jaxseg.cli.port", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="PyTorch checkpoint -> jaxseg (orbax) checkpoint")
     imp.add_argument("source_file")

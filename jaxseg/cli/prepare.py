@@ -6,17 +6,16 @@
     python -m jaxseg.cli.prepare coco --download     # ~19 GB; builds the VOC21 cache
 """
 
-import argparse
 import sys
 
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.data.prepare import DEFAULT_ROOT, SOURCES, prepare
 from jaxseg.errors import cli_guard
 
 
 @cli_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m jaxseg.cli.prepare",
+    parser = ArgumentParser(prog="python -m jaxseg.cli.prepare",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=sorted(SOURCES))
     parser.add_argument("--root", default=DEFAULT_ROOT,

@@ -13,20 +13,19 @@ accuracy, high-frequency ratio per image and model, and their means), and with -
 OUTPUT/trajectory.gif. Every input is checked before any work; errors are one line, exit 2.
 """
 
-import argparse
 import sys
 
 from jaxseg import models, runtime
 from jaxseg.config.overrides import parse_keyvalues, parse_number
 from jaxseg.cli import distributed
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.errors import cli_guard
 from jaxseg.synthesis import descent, objectives
 from jaxseg.synthesis.session import MODES, Request, synthesize
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--checkpoint", action="append", required=True,
                         help="a jaxseg checkpoint or training workdir; repeat to compare models")

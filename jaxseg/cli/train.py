@@ -9,12 +9,11 @@ workdir resumes from its latest checkpoint. SIGTERM / SIGINT save a checkpoint a
 code 75 / 130 (not finished: rerun to resume); a finished run exits 0.
 """
 
-import argparse
 import sys
 
 from jaxseg import config as configs
 from jaxseg.cli import distributed
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.errors import STOPPED_EXIT_CODES, cli_guard
 from jaxseg.train import train
 
@@ -22,7 +21,7 @@ from jaxseg.train import train
 @cli_guard
 def main(argv=None):
     argv, overrides = configs.split_overrides(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a configs/*.py file")
     parser.add_argument("--workdir", required=True)
     distributed.add_arguments(parser)
