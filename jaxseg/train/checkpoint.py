@@ -56,6 +56,8 @@ class TrainCheckpoints:
         self._loggers = {name: logging.getLogger(name).level for name in ("absl", "asyncio")}
         for name in self._loggers:
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        self._hooks = sys.excepthook, sys.unraisablehook
+        sys.excepthook, sys.unraisablehook = _without_closed_loop(*self._hooks)
         with quiet_orbax():  # it reads every step's metadata; damage is reported on restore
             self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -179,6 +181,28 @@ class TrainCheckpoints:
             return  # the failed save's tasks are still logged when collected: keep them quiet
         for name, level in self._loggers.items():
             logging.getLogger(name).setLevel(level)
+        sys.excepthook, sys.unraisablehook = self._hooks
+
+
+def _closed_loop(exc_type, exc):
+    return exc_type is RuntimeError and str(exc) == "Event loop is closed"
+
+
+def _without_closed_loop(excepthook, unraisablehook):
+    """The interpreter's hooks, less one message: as a save fails in the background (a full
+    disk), tensorstore's callbacks post each array's result to orbax's event loop after it has
+    closed, and each print a traceback 'Event loop is closed' (hundreds), before the one line
+    that reports the failure."""
+
+    def quiet_excepthook(exc_type, exc, tb):
+        if not _closed_loop(exc_type, exc):
+            excepthook(exc_type, exc, tb)
+
+    def quiet_unraisablehook(unraisable):
+        if not _closed_loop(unraisable.exc_type, unraisable.exc_value):
+            unraisablehook(unraisable)
+
+    return quiet_excepthook, quiet_unraisablehook
 
 
 def _shapes(step_path, item):
