@@ -299,16 +299,19 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
     for delay in (0.3, 2.0, 5.0):
         workdir = tmp_path / f"w{delay}"
         process = subprocess.Popen([sys.executable, "train.py", "--config", QUICK, "--workdir",
-                                    str(workdir), "--config.steps=3"], cwd=REPO,
+                                    str(workdir), "--config.steps=1000"], cwd=REPO,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
+        assert process.returncode == 130 and "Traceback" not in err, err
+        last = err.strip().splitlines()[-1]
         if "stopped by SIGINT" in err:  # start-up was over: the loop saved and stopped
-            assert process.returncode == 130 and "rerun the same command to resume" in err, err
-            continue
-        assert process.returncode == 130, err
-        assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+            assert "rerun the same command to resume" in err, err
+        elif "stopped at once" in last:  # in the loop, the first step compiling: nothing to save
+            assert "rerun the same command to resume" in last, err
+        else:
+            assert last == "interrupted", err
         if (workdir / "config.json").exists():
             json.loads((workdir / "config.json").read_text())  # whole, never half-written
 
