@@ -76,9 +76,9 @@ def prepare(name, root, *, download=False, verify=False, mirror=None, workers=1,
     if name not in SOURCES:
         raise JaxsegError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
     source = SOURCES[name]
-    root = _writable_root(root)
-    if mirror is not None:
+    if mirror is not None:  # before the root is made: a bad flag leaves nothing behind
         _check_mirror(mirror)
+    root = _writable_root(root)
     target = os.path.join(root, source.target)
     spec = f"{source.spec}:{target}"
     if os.path.exists(os.path.join(target, MARKER)):

@@ -100,7 +100,7 @@ def test_bad_roots_and_mirrors_are_one_line(tmp_path, capsys, monkeypatch):
     for mirror in ("mirror.example.org", "http://", "ftp://host/x"):
         code = run_main("camvid", "--root", tmp_path / "r", "--download", "--mirror", mirror)
         one_line_error(capsys, code, f"--mirror {mirror!r}: not a URL")
-    assert not (tmp_path / "r" / "camvid").exists()
+    assert not (tmp_path / "r").exists()  # nothing made for a bad flag
     # the default root is data/ under the current folder
     monkeypatch.chdir(tmp_path)
     one_line_error(capsys, run_main("camvid"), f"{tmp_path / 'data' / 'downloads' / 'master.zip'}: missing")
