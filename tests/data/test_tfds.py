@@ -83,3 +83,24 @@ def test_missing_extra_gives_a_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import now fails
     with pytest.raises(JaxsegError, match=r"pip install 'jaxseg\[tfds\]'"):
         tfds_dataset("anything", num_classes=2)
+
+
+def test_the_data_pages_coco_to_tfds_block_runs_as_written(tmp_path):
+    """docs/data.md's "Preparing COCO for tfds" block, on the doc walk's COCO stand-in with
+    /data moved into the test's folder, then read back as the page says."""
+    import re
+
+    from jaxseg import data
+    from tests.helpers import doc_world, paths
+
+    page = (paths.REPO / "docs" / "data.md").read_text()
+    section = page[page.index("**Preparing COCO for tfds**"):]
+    block = re.search(r"^```text\n(.*?)^```", section, re.M | re.S)[1]
+    assert "data.write_tfds(" in block and "data.coco_voc(" in block
+    doc_world.coco(tmp_path / "data" / "coco")
+    exec(block.replace('"/data/', f'"{tmp_path}/data/'), {"data": data})
+    val = get_dataset("tfds:coco_voc21", "val", data_dir=str(tmp_path / "data" / "tfds"),
+                      class_names=data.VOC_INFO.class_names)
+    assert len(val) == 2 and val.info.num_classes == 21
+    labels = {int(v) for i in range(len(val)) for v in np.unique(val[i]["label"])}
+    assert {7, 15} <= labels  # the stand-in's car and person (VOC ids)
