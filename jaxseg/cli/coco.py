@@ -14,8 +14,8 @@ from jaxseg.errors import cli_guard
 @cli_guard
 def main(argv=None):
     parser = ArgumentParser(prog="python -m jaxseg.cli.coco",
-                                     description="Convert COCO 2017 instance annotations to "
-                                     "21-class VOC label maps (cached PNGs).")
+                            description="Convert COCO 2017 instance annotations to "
+                            "21-class VOC label maps (cached PNGs).")
     parser.add_argument("root", help="COCO root with annotations/ and <split>2017/")
     parser.add_argument("--split", default="train", choices=("train", "val"))
     parser.add_argument("--cache", default=None, help="cache folder (default ~/.cache/jaxseg)")

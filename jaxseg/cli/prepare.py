@@ -16,7 +16,7 @@ from jaxseg.errors import cli_guard
 @cli_guard
 def main(argv=None):
     parser = ArgumentParser(prog="python -m jaxseg.cli.prepare",
-                                     description=__doc__.split("\n\n")[0])
+                            description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=sorted(SOURCES))
     parser.add_argument("--root", default=DEFAULT_ROOT,
                         help="where downloads/ and the dataset go (default: %(default)s)")
