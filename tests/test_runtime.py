@@ -81,6 +81,9 @@ def test_cpu_compiler_options_are_accepted_by_xla():
     assert options == {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
     square = jax.jit(lambda v: v * v, compiler_options=options)
     assert float(square(jnp.float32(3.0))) == 9.0
+    once = runtime.compiler_options(run_once=True)  # the models' initialisers
+    assert once == {**options, "xla_backend_optimization_level": 0}
+    assert float(jax.jit(lambda v: v * v, compiler_options=once)(jnp.float32(5.0))) == 25.0
     with pytest.raises(Exception, match="xla_cpu_scheduler_type|CPU_SCHEDULER"):
         jax.jit(lambda v: v * v,
                 compiler_options={"xla_cpu_scheduler_type": "NO_SUCH"})(jnp.float32(3.0))
@@ -96,8 +99,8 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
 
     asked = []
     monkeypatch.setattr(runtime.backend, "compiler_options",
-                        lambda: asked.append(1) or {"xla_cpu_scheduler_type":
-                                                    "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"})
+                        lambda run_once=False: asked.append(run_once) or {
+                            "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"})
 
     @functools.partial(runtime.jit, static_argnames=("power",))
     def scaled(x, power):
@@ -106,7 +109,9 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
     assert asked == [] and scaled.__name__ == "scaled"
     assert float(scaled(jnp.float32(3.0), power=2)) == 9.0
     assert float(scaled(jnp.float32(2.0), power=3)) == 8.0
-    assert asked == [1] and scaled._cache_size() == 2
+    assert asked == [False] and scaled._cache_size() == 2
+    once = runtime.jit(lambda x: x + 1, run_once=True)  # compiled with the run-once options
+    assert float(once(jnp.float32(1.0))) == 2.0 and asked == [False, True]
     assert float(scaled.lower(jnp.float32(1.0), power=2).compile()(jnp.float32(4.0))) == 16.0
     # inside an outer jit or grad (jax refuses compiler options on a nested jit)
     assert float(jax.jit(lambda x: scaled(x, power=2) + 1)(jnp.float32(3.0))) == 10.0

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxseg import runtime
 from jaxseg.errors import JaxsegError
 from jaxseg.models.fcn import FCNHead, resize_bilinear
 from jaxseg.models.heads import DeepLabHead, LRASPPHead
@@ -147,9 +148,9 @@ def init(model, key, image_size=(64, 64)):
     return _init(model, key, tuple(image_size))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "image_size"))
+@functools.partial(runtime.jit, run_once=True, static_argnames=("model", "image_size"))
 def _init(model, key, image_size):
-    # one compiled initialiser per model and size (compiling MobileNetV3's takes seconds)
+    # one compiled initialiser per model and size, compiled for speed of compilation
     return model.init(key, jnp.zeros((1, *image_size, 3), jnp.float32), train=False)
 
 
