@@ -102,23 +102,23 @@ def run_all(commands, jobs, runs, timings):
         sys.exit(f"failed: {', '.join(failed)}")
 
 
-def train_commands(runs, data, steps):
+def train_commands(runs, data, steps, models=MODELS):
     extra = [f"--config.data.train={data}"] + ([f"--config.steps={steps}"] if steps else [])
     return [(f"train_{name}", ["train.py", *flags, "--workdir", workdir(runs, name), *extra], None)
-            for name, (flags, _) in MODELS.items()]
+            for name, (flags, _) in models.items()]
 
 
 def workdir(runs, name):
     return os.path.join(runs, f"sweep_{name}")
 
 
-def evaluate_commands(runs, data, sea_steps, images=None):
+def evaluate_commands(runs, data, sea_steps, images=None, models=MODELS):
     """SEA per model at its training budget and at the common one; one process each, so that
     --jobs runs them side by side."""
     common = ["--data", data, "--split", "val", "--attack", "sea", "--steps", str(sea_steps),
               "--quiet"] + (["--num-images", str(images)] if images else [])
     commands = []
-    for name, (_, budget) in MODELS.items():
+    for name, (_, budget) in models.items():
         for label, ball in (("sea_common", COMMON), ("sea_own", budget)):
             if ball is None or (label == "sea_own" and ball == COMMON):
                 continue
@@ -130,9 +130,9 @@ def evaluate_commands(runs, data, sea_steps, images=None):
     return commands
 
 
-def synthesis_commands(runs, data):
+def synthesis_commands(runs, data, models=MODELS):
     results = os.path.join(runs, "results")
-    every = [a for name in MODELS for a in ("--checkpoint", workdir(runs, name), "--name", name)]
+    every = [a for name in models for a in ("--checkpoint", workdir(runs, name), "--name", name)]
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     source = ["--data", data, "--split", "val"]
     cars = camvid.car_images(data=data)
@@ -192,14 +192,14 @@ def budget_text(budget):
     return f"Linf {eps}" if norm == "linf" else f"L2 {eps}"
 
 
-def collect(results):
+def collect(results, models=MODELS):
     """{model: row} from the raw results: clean and SEA (own budget, common budget) accuracy
     and mIoU, and the inpainting metrics (alignment first)."""
     load = lambda *parts: json.load(open(os.path.join(results, *parts)))  # noqa: E731
     metrics = load("inpaint_cars", "metrics.json")
     inpaint, images = metrics["summary"], metrics["images"]
     rows = {}
-    for name, (_, budget) in MODELS.items():
+    for name, (_, budget) in models.items():
         common = load(f"sea_common_{name}", "results.json")["results"][name]
         if budget is None:
             own = None

@@ -93,3 +93,44 @@ def test_alignment_sweep_commands_and_table(tmp_path):
     assert "a random direction scores -0.010" in table
     sweep.scatter(rows, floor, str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_architecture_comparison_runs_the_sweeps_protocol_and_tables_both_families(tmp_path):
+    """experiments/architecture.py: the DeepLabV3 pair trained by its configs and evaluated at the
+    sweep's common ball, and a table with the sweep's FCN rows beside this run's rows."""
+    driver = _load_driver("architecture")
+    sweep = driver.sweep
+    train = {label: argv for label, argv, _ in sweep.train_commands("R", "camvid:D", None,
+                                                                     driver.MODELS)}
+    assert train["train_DeepLabV3-Linf-4"][:3] == ["train.py", "--config",
+                                                    "configs/camvid_deeplabv3_at.py"]
+    evaluations = {label: argv for label, argv, _ in sweep.evaluate_commands(
+        "R", "camvid:D", 50, models=driver.MODELS)}
+    assert sorted(evaluations) == ["sea_common_DeepLabV3-Linf-4", "sea_common_DeepLabV3-standard"]
+    argv = evaluations["sea_common_DeepLabV3-Linf-4"]
+    assert argv[argv.index("--steps") + 1] == "50" and argv[argv.index("--eps") + 1] == "4/255"
+
+    results = tmp_path / "results"
+    write = lambda path, value: (path.parent.mkdir(parents=True, exist_ok=True),  # noqa: E731
+                                 path.write_text(json.dumps(value)))
+    fill = {"alignment": 0.2, "psnr": 14.0, "psnr_lowpass": 16.0, "ssim": 0.1,
+            "hole_accuracy": 0.9, "high_frequency": 0.02, "high_frequency_original": 0.1}
+    for i, name in enumerate(driver.MODELS):
+        write(results / f"sea_common_{name}" / "results.json", {"results": {name: {
+            "clean": _score(0.8 + i / 100, 0.4), "sea": _score(0.1 + i / 2, 0.05 + i / 4)}}})
+    holes = [{"models": {name: {"alignment": 0.2 + d} for name in driver.MODELS}}
+             for d in (-0.1, 0.1)]
+    write(results / "inpaint_cars" / "metrics.json",
+          {"summary": {**{name: fill for name in driver.MODELS}, "start": {"alignment": -0.01}},
+           "images": holes})
+    fcn = {"clean": _score(0.9, 0.5), "sea_common": _score(0.2, 0.1), "alignment": 0.03,
+           "alignment_se": 0.01, "psnr": 13.0, "psnr_lowpass": 15.0, "ssim": 0.09,
+           "high_frequency_ratio": 3.0}
+    table, floor = driver.rows(str(results), {"standard": fcn, "Linf-4": fcn, "Linf-8": None})
+    assert list(table) == ["FCN-standard", "FCN-Linf-4", "DeepLabV3-standard",
+                           "DeepLabV3-Linf-4"]
+    text = driver.summary(table, floor, 50)
+    assert "| FCN-Linf-4 | FCN | 90.0 / 50.0 | 20.0 / 10.0 | 100 | 0.030 ± 0.010 |" in text
+    assert ("| DeepLabV3-Linf-4 | DeepLabV3 | 81.0 / 40.0 | 60.0 / 30.0 | 50 | 0.200 ± 0.100 | "
+            "14.00 | 16.00 | 0.100 | 0.200 |") in text
+    assert "a random direction scores -0.010" in text
