@@ -144,7 +144,8 @@ def _shared_model(arch, num_classes, aux, dtype, remat):
 
 def init(model, key, image_size=(64, 64)):
     """Fresh variables {'params', 'batch_stats'} with Flax's default initialisers (a port from
-    torchvision starts fresh heads as torchvision does: `port.torch_fresh_heads`)."""
+    torchvision starts fresh heads as torchvision does: `port.torch_fresh_heads`). The values
+    depend on `key` only: `image_size` is the input the shapes are traced with (tested)."""
     return _init(model, key, tuple(image_size))
 
 

@@ -145,7 +145,9 @@ def _model_and_variables(config, num_classes):
         model = models.build(loaded.arch, num_classes, loaded.aux, dtype, remat)
         return model, variables
     model = models.build(config.model.arch, num_classes, config.model.aux, dtype, remat)
-    return model, models.init(model, jax.random.key(config.seed), tuple(config.data.crop_size))
+    # the initial values do not depend on the input size: one initialiser program serves every
+    # crop size (and the compilation cache then has it for the next run of this model)
+    return model, models.init(model, jax.random.key(config.seed))
 
 
 def _eval_specs(config):

@@ -62,6 +62,17 @@ def test_small_variants_use_the_same_structure(arch):
     assert "downsample_conv" in backbone["layer1_0"] and "downsample_conv" not in backbone.get("layer1_1", {})
 
 
+def test_initial_values_depend_on_the_key_not_the_input_size():
+    """Training initialises at the default size whatever its crops (one program per model)."""
+    model = models.build("fcn_resnet14_w8", num_classes=3)
+    default = jax.tree.leaves(models.init(model, jax.random.key(4)))
+    other = jax.tree.leaves(models.init(model, jax.random.key(4), (40, 56)))
+    assert len(default) == len(other) and all(
+        np.array_equal(a, b) for a, b in zip(default, other))
+    another_key = jax.tree.leaves(models.init(model, jax.random.key(5)))
+    assert not all(np.array_equal(a, b) for a, b in zip(default, another_key))
+
+
 @pytest.mark.slow
 def test_train_mode_updates_batch_stats_and_uses_dropout():
     model = models.build("fcn_resnet14_w8", num_classes=3)
