@@ -7,6 +7,13 @@ Trains a standard and a PGD adversarially trained small FCN, evaluates both clea
   inpaint/ generate/   grid.png (original | target | start | one result per model), metrics.json
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand.
 Training resumes from demo_output/workdirs if interrupted, and is skipped once complete.
+
+    python -m jaxseg.cli.demo                      # what `make demo` runs
+    python -m jaxseg.cli.demo --smoke              # every step in seconds: checks a setup
+    python -m jaxseg.cli.demo --output DIR         # elsewhere than demo_output/
+
+--smoke runs the same commands with the smallest model, 2 training steps and 2 images: its
+figures mean nothing (it writes to demo_output/smoke unless --output says otherwise).
 """
 
 import json
@@ -16,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from jaxseg.cli import start_process
+from jaxseg.cli import ArgumentParser, start_process
 from jaxseg.io import write_text
 
 OUTPUT = "demo_output"
@@ -33,6 +40,12 @@ INPAINT_CLASS, INPAINT_IMAGES, INPAINT_MIN_PIXELS = 1, 8, 130
 CLASS_NAME = "disc"
 INPAINT = ["--mask", f"class:{INPAINT_CLASS}", "--steps", "60", "--step-size", "0.3"]
 GENERATE = ["--steps", "60"]  # Santurkar's generation recipe, step scaled to the image
+# --smoke: the fewest steps each command takes, on the smallest model and 2 images.
+SMOKE_TRAIN = ["--config.steps=2", "--config.batch_size=2", "--config.model.arch=fcn_resnet14_w8",
+               "--config.eval.num_images=2", "--config.eval.samples=1",
+               "--config.checkpoint.every=2"]
+SMOKE = {"images": 2, "eval": ["--steps", "1", "--eps-curve", f"0,{EPS}"],
+         "synth": ["--steps", "2"]}
 
 
 def run(command):
@@ -44,30 +57,50 @@ def run(command):
     print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
-def workdir(name):
-    return os.path.join(OUTPUT, "workdirs", name)
+def commands(output=OUTPUT, smoke=False):
+    """Every CLI call of the demo, in order (argv after `python`)."""
+    workdir = lambda name: os.path.join(output, "workdirs", name)  # noqa: E731
+    calls = [["train.py", "--config", CONFIG, "--workdir", workdir(name), *overrides,
+              *(SMOKE_TRAIN if smoke else [])] for name, overrides in MODELS.items()]
+    checkpoints = [arg for name in MODELS
+                   for arg in ("--checkpoint", workdir(name), "--name", name)]
+    images = SMOKE["images"] if smoke else EVAL_IMAGES
+    budget = SMOKE["eval"] if smoke else ["--steps", "10", "--eps-curve",
+                                          "0,4/255,8/255,16/255,24/255"]
+    calls.append(["evaluate.py", *checkpoints, *DATA, "--num-images", str(images), "--attack",
+                  "pgd", "--eps", EPS, *budget, "--output", os.path.join(output, "eval")])
+    synth = SMOKE["synth"] if smoke else []
+    holes = scenes_with(INPAINT_CLASS, SMOKE["images"] if smoke else INPAINT_IMAGES)
+    calls.append(["synthesize.py", "inpaint", *checkpoints, *DATA, *_indices(holes), *INPAINT,
+                  *synth, "--output", os.path.join(output, "inpaint")])
+    calls.append(["synthesize.py", "generate", *checkpoints, *DATA,
+                  *_indices(range(SMOKE["images"] if smoke else 4)), *GENERATE, *synth,
+                  "--output", os.path.join(output, "generate")])
+    return calls
 
 
-def main():
+def _indices(ids):
+    return [arg for i in ids for arg in ("--index", str(i))]
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m jaxseg.cli.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="every step with 2 training steps and 2 images: checks a setup")
+    parser.add_argument("--output", default=None,
+                        help=f"where everything goes (default: {OUTPUT}/, with --smoke "
+                        f"{OUTPUT}/smoke/)")
+    args = parser.parse_args(argv)
+    output = args.output or (os.path.join(OUTPUT, "smoke") if args.smoke else OUTPUT)
     started = time.time()
-    for name, overrides in MODELS.items():
-        run(["train.py", "--config", CONFIG, "--workdir", workdir(name), *overrides])
-    checkpoints = [arg for name in MODELS for arg in ("--checkpoint", workdir(name), "--name", name)]
-    run(["evaluate.py", *checkpoints, *DATA, "--num-images", str(EVAL_IMAGES), "--attack", "pgd",
-         "--eps", EPS, "--steps", "10", "--eps-curve", "0,4/255,8/255,16/255,24/255", "--output",
-         os.path.join(OUTPUT, "eval")])
-    holes = [arg for i in scenes_with(INPAINT_CLASS, INPAINT_IMAGES) for arg in ("--index", str(i))]
-    run(["synthesize.py", "inpaint", *checkpoints, *DATA, *holes, *INPAINT,
-         "--output", os.path.join(OUTPUT, "inpaint")])
-    indices = [arg for i in range(4) for arg in ("--index", str(i))]
-    run(["synthesize.py", "generate", *checkpoints, *DATA, *indices, *GENERATE,
-         "--output", os.path.join(OUTPUT, "generate")])
-    summary = write_summary()
+    for command in commands(output, args.smoke):
+        run(command)
+    summary = write_summary(output)
     print("\n" + summary)
-    print(f"\ndemo finished in {(time.time() - started) / 60:.1f} min; outputs in {OUTPUT}/:")
+    print(f"\ndemo finished in {(time.time() - started) / 60:.1f} min; outputs in {output}/:")
     for path in ("results.md", "eval/curve.png", "inpaint/grid.png", "generate/grid.png",
                  "workdirs/AT/samples"):
-        print(f"  {os.path.join(OUTPUT, path)}")
+        print(f"  {os.path.join(output, path)}")
 
 
 def scenes_with(k, count):
@@ -85,10 +118,10 @@ def scenes_with(k, count):
     return found
 
 
-def write_summary():
+def write_summary(output=OUTPUT):
     """One markdown page from the JSON files the CLIs wrote."""
-    evaluation = json.load(open(os.path.join(OUTPUT, "eval", "results.json")))["results"]
-    quality = {kind: json.load(open(os.path.join(OUTPUT, kind, "metrics.json")))
+    evaluation = json.load(open(os.path.join(output, "eval", "results.json")))["results"]
+    quality = {kind: json.load(open(os.path.join(output, kind, "metrics.json")))
                for kind in ("inpaint", "generate")}
     inpaint, generate = quality["inpaint"]["summary"], quality["generate"]["summary"]
     count = len(quality["inpaint"].get("images", [])) or INPAINT_IMAGES
@@ -127,7 +160,7 @@ def write_summary():
     lines += ["", "Figures: eval/curve.png (robust mIoU vs eps), inpaint/grid.png, "
                   "generate/grid.png (original | target | start | one column per model)."]
     text = "\n".join(lines) + "\n"
-    write_text(os.path.join(OUTPUT, "results.md"), text)
+    write_text(os.path.join(output, "results.md"), text)
     return text
 
 

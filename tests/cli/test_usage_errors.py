@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers.cli import one_line_error, run_cli
 
-COMMANDS = ["train", "evaluate", "synthesize", "port", "prepare", "plan", "coco"]
+COMMANDS = ["train", "evaluate", "synthesize", "port", "prepare", "plan", "coco", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
