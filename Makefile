@@ -8,7 +8,10 @@ PYTHON ?= $(firstword $(foreach v,3.12 3.13,$(shell python$(v) -c 'print("python
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
-PIP := $(PY) -m pip --disable-pip-version-check install --progress-bar off -c $(LOCK)
+# The installer: uv (from the lock, into the venv) when it installed, else pip. The same
+# packages from the same lock; a clean clone's test set installs in ~25 s instead of ~2 min.
+PIP = $(if $(wildcard $(VENV)/bin/uv),$(VENV)/bin/uv pip install --python $(PY),\
+	$(PY) -m pip --disable-pip-version-check install --progress-bar off) -c $(LOCK)
 
 .PHONY: demo test test-fast bench lock clean
 
@@ -17,6 +20,8 @@ $(VENV)/bin/python:
 	(jax 0.12); found " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.12 ...")'
 	@echo "== creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "== installing uv, the installer (pip installs instead if it cannot be had)"
+	-$(PY) -m pip --disable-pip-version-check install --progress-bar off -q -c $(LOCK) uv
 
 # What jaxseg needs to run (make demo): jax, flax, optax, orbax, grain, ... (~0.7 GB).
 $(VENV)/.runtime: $(VENV)/bin/python pyproject.toml $(LOCK)
