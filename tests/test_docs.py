@@ -98,7 +98,8 @@ def test_shell_commands_use_existing_flags(path, argv, line):
 
 
 def test_the_readme_layout_names_every_module():
-    """The README's layout lists every module of the package (a new one must be placed)."""
+    """The README's layout lists every module of the package and every experiment (a new one
+    must be placed)."""
     text = (paths.REPO / "README.md").read_text()
     layout = blocks_after(text, "## Layout")
     package = paths.REPO / "jaxseg"
@@ -107,6 +108,8 @@ def test_the_readme_layout_names_every_module():
                                                                  layout)]
     missing += [f"jaxseg/{d.name}/" for d in sorted(package.iterdir())
                 if d.is_dir() and (d / "__init__.py").exists() and f"{d.name}/" not in layout]
+    missing += [f"experiments/{path.name}" for path in sorted((paths.REPO / "experiments").glob(
+        "*.py")) if f"experiments/{path.name}" not in layout]
     assert not missing, f"README's layout omits {missing}"
 
 
