@@ -59,6 +59,7 @@ bench: $(VENV)/.test
 	$(PY) -m bench.winograd_shapes
 	$(PY) -m bench.data_pipeline
 	$(PY) -m bench.loop_policy
+	$(PY) -m bench.init_compile
 
 # After a tested upgrade in the test environment: write its exact set as the new lock.
 lock: $(VENV)/.test

@@ -109,9 +109,9 @@ def compiler_options(run_once=False):
 
     `run_once`: a program that runs once per process (the models' initialisers) is compiled at
     XLA:CPU's lowest backend optimisation level. An initialiser is hundreds of threefry draws
-    that LLVM optimises for seconds to save milliseconds: MobileNetV3's compiles in 8 s instead
-    of 41 s, fcn_resnet14_w8's in 2.5 s instead of 16.5 s (values within 1 ulp of the
-    optimised program's; docs/performance.md)."""
+    that LLVM optimises for seconds to save milliseconds: LR-ASPP's compiles in 5.0 s instead of
+    27.7 s, fcn_resnet26_w16's in 2.5 s instead of 16.4 s (values within 1 ulp of the optimised
+    program's; `python -m bench.init_compile`, docs/performance.md)."""
     if not _on_cpu():
         return {}
     options = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
