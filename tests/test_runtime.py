@@ -112,6 +112,10 @@ def test_runtime_jit_compiles_with_the_backend_options_on_first_call(monkeypatch
     assert asked == [False] and scaled._cache_size() == 2
     once = runtime.jit(lambda x: x + 1, run_once=True)  # compiled with the run-once options
     assert float(once(jnp.float32(1.0))) == 2.0 and asked == [False, True]
+    # inside a trace on constant arguments (jax.eval_shape of a closure, as plan.py does)
+    constant = jnp.float32(3.0)  # made outside the trace: not a tracer
+    assert jax.eval_shape(lambda: once(constant)).shape == ()
+    assert float(jax.jit(lambda: scaled(constant, power=2))()) == 9.0
     assert float(scaled.lower(jnp.float32(1.0), power=2).compile()(jnp.float32(4.0))) == 16.0
     # inside an outer jit or grad (jax refuses compiler options on a nested jit)
     assert float(jax.jit(lambda x: scaled(x, power=2) + 1)(jnp.float32(3.0))) == 10.0

@@ -147,7 +147,13 @@ class jit:
 
     def __call__(self, *args, **kwargs):
         nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
-        return self._program(nested)(*args, **kwargs)
+        if not nested:
+            try:
+                return self._program()(*args, **kwargs)
+            except ValueError as err:  # inside a trace (eval_shape, an outer jit) on constants
+                if "can only be passed to top-level" not in str(err):
+                    raise
+        return self._program(nested=True)(*args, **kwargs)
 
     def __getattr__(self, name):  # lower, trace, _cache_size, ...
         return getattr(self._program(), name)
