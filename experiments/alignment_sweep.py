@@ -272,10 +272,6 @@ def scatter(rows, floor, path):
 
 def publish(runs, timings):
     """Copy the small outputs into docs/results/alignment_sweep and write the table and plot."""
-    import shutil
-
-    from PIL import Image
-
     results = os.path.join(runs, "results")
     os.makedirs(PUBLISH, exist_ok=True)
     rows, floor = collect(results)
@@ -286,15 +282,24 @@ def publish(runs, timings):
     with open(os.path.join(PUBLISH, "summary.md"), "w") as f:
         f.write(text)
     scatter(rows, floor, os.path.join(PUBLISH, "alignment_vs_robustness.png"))
-    for name in ("inpaint_cars", "generate"):
-        shutil.copy(os.path.join(results, name, "metrics.json"),
-                    os.path.join(PUBLISH, f"{name}_metrics.json"))
-        grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
-        grid.save(os.path.join(PUBLISH, f"{name}_grid.jpg"), quality=80)  # 7 models: keep it small
-    with open(os.path.join(PUBLISH, "timings.json"), "w") as f:
-        json.dump(timings, f, indent=2)
+    copy_outputs(results, PUBLISH, timings, quality=80)  # 7 models: keep the grids small
     print("\n" + text)
     print(f"published to {PUBLISH}/")
+
+
+def copy_outputs(results, where, timings, quality):
+    """The synthesis metrics, the grids as JPEG and the timings, into `where`."""
+    import shutil
+
+    from PIL import Image
+
+    for name in ("inpaint_cars", "generate"):
+        shutil.copy(os.path.join(results, name, "metrics.json"),
+                    os.path.join(where, f"{name}_metrics.json"))
+        grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
+        grid.save(os.path.join(where, f"{name}_grid.jpg"), quality=quality)
+    with open(os.path.join(where, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=2)
 
 
 if __name__ == "__main__":

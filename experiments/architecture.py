@@ -16,7 +16,6 @@ docs/results/architecture/ (summary.md, comparison.json, grids, timings with mac
 import argparse
 import json
 import os
-import shutil
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -99,8 +98,7 @@ def summary(rows, floor, sea_steps):
 
 
 def publish(runs, timings, sea_steps, where=PUBLISH, sweep_file=SWEEP):
-    from PIL import Image
-
+    """This run's rows beside the sweep's FCN rows: summary.md, comparison.json, grids."""
     results = os.path.join(runs, "results")
     with open(sweep_file) as f:
         table, floor = rows(results, json.load(f)["models"])
@@ -111,13 +109,7 @@ def publish(runs, timings, sea_steps, where=PUBLISH, sweep_file=SWEEP):
     text = summary(table, floor, sea_steps)
     with open(os.path.join(where, "summary.md"), "w") as f:
         f.write(text)
-    for name in ("inpaint_cars", "generate"):
-        shutil.copy(os.path.join(results, name, "metrics.json"),
-                    os.path.join(where, f"{name}_metrics.json"))
-        grid = Image.open(os.path.join(results, name, "grid.png")).convert("RGB")
-        grid.save(os.path.join(where, f"{name}_grid.jpg"), quality=85)
-    with open(os.path.join(where, "timings.json"), "w") as f:
-        json.dump(timings, f, indent=2)
+    sweep.copy_outputs(results, where, timings, quality=85)
     print("\n" + text)
     print(f"published to {where}/")
 
