@@ -148,13 +148,19 @@ def synthesis_commands(runs, data, models=MODELS):
     ]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def driver_parser(description):
+    """The flags every staged CamVid driver takes: --runs, --data, --stage."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
     parser.add_argument("--data", default=camvid.DATA,
                         help="the prepared CamVid copy (default: %(default)s)")
     parser.add_argument("--stage", action="append", choices=STAGES,
                         help="run only these stages (repeatable; default: all, in order)")
+    return parser
+
+
+def main():
+    parser = driver_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=1, help="independent steps run at once")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps of every model (default: the configs' 2000)")

@@ -13,7 +13,6 @@ training resumes from its workdir and a finished evaluation or synthesis is skip
 docs/results/architecture/ (summary.md, comparison.json, grids, timings with machine and load).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -34,12 +33,7 @@ STAGES = sweep.STAGES
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
-    parser.add_argument("--data", default=camvid.DATA,
-                        help="the prepared CamVid copy (default: %(default)s)")
-    parser.add_argument("--stage", action="append", choices=STAGES,
-                        help="run only these stages (repeatable; default: all, in order)")
+    parser = sweep.driver_parser(__doc__)
     parser.add_argument("--sea-steps", type=int, default=100,
                         help="SEA iterations per loss (the sweep's FCN rows used 100)")
     args = parser.parse_args()
