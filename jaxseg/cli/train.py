@@ -31,7 +31,7 @@ def main(argv=None):
     result = train(config, args.workdir)
     if result["stopped_by"]:  # saved, not finished: schedulers requeue on this code
         return STOPPED_EXIT_CODES[result["stopped_by"]]
-    print(f"trained {result['model'].arch} to step {result['step']}: {args.workdir}")
+    print(f"trained {config.model.arch} to step {result['step']}: {args.workdir}")
     return 0
 
 

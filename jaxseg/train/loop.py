@@ -24,7 +24,8 @@ from jaxseg import config as configs
 from jaxseg.train import optim
 from jaxseg.train import state as training
 from jaxseg.train import workdir as workdirs
-from jaxseg.train.checkpoint import CheckpointWriteError, TrainCheckpoints
+from jaxseg.models.checkpoint import quiet_orbax
+from jaxseg.train.checkpoint import CheckpointWriteError, TrainCheckpoints, config_changes
 from jaxseg.errors import JaxsegError
 
 
@@ -228,13 +229,6 @@ def train(config, workdir):
 def _train(config, workdir):
     specs = _eval_specs(config)
     train_ds, eval_ds = _datasets(config)
-    model, variables = _model_and_variables(config, train_ds.info.num_classes)
-    mesh = runtime.make_mesh()
-    if config.batch_size % mesh.size:
-        raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} "
-                          "devices")
-    batch_sharding = runtime.batch_sharding(mesh)
-
     loader = data.train_loader(train_ds, config.batch_size, tuple(config.data.crop_size),
                                short_side_range=config.data.short_side_range,
                                flip_prob=config.data.flip_prob, seed=config.seed,
@@ -242,7 +236,20 @@ def _train(config, workdir):
     if config.epochs is not None:
         config.steps = config.epochs * loader.steps_per_epoch
     if config.steps < 1:
+        loader.close()
         raise JaxsegError(f"steps must be >= 1, got {config.steps}")
+    if _finished(workdir, config):  # before the model is built and the step compiled
+        loader.close()
+        if jax.process_index() == 0:
+            print(f"{workdir}: already trained to step {config.steps} with this configuration; "
+                  "nothing to do", file=sys.stderr)
+        return {"step": config.steps, "stopped_by": None, "model": None, "state": None}
+    model, variables = _model_and_variables(config, train_ds.info.num_classes)
+    mesh = runtime.make_mesh()
+    if config.batch_size % mesh.size:
+        raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} "
+                          "devices")
+    batch_sharding = runtime.batch_sharding(mesh)
     replays = config.adv.replays if config.adv.mode == "free" else 1
     tx = optim.make_optimizer(config.optim, config.steps * replays)
     free_shape = None
@@ -315,6 +322,25 @@ def _train(config, workdir):
         print(f"stopped by {stopped_by} at step {last_saved} of {config.steps}; checkpoint saved "
               f"in {workdir}; rerun the same command to resume", file=sys.stderr)
     return {"step": last_saved, "stopped_by": stopped_by, "model": model, "state": state}
+
+
+def _finished(workdir, config):
+    """Whether the workdir's newest checkpoint is the last step of this very configuration (a
+    rerun of a finished run then does nothing). Anything else, a damaged or changed run
+    included, takes the resuming path, which reports it."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return False
+    checkpoints = TrainCheckpoints(directory, model=None)
+    try:
+        with quiet_orbax():
+            latest = checkpoints.latest_step()
+            return latest == config.steps and not config_changes(
+                checkpoints.saved_config(latest), config.to_dict())
+    except Exception:  # orbax and tensorstore raise many types for damage: resume reports it
+        return False
+    finally:
+        checkpoints.close()
 
 
 def _settle(checkpoints, quiet=False):

@@ -208,11 +208,11 @@ def test_prediction_grid_has_a_row_per_image_and_columns_per_attack(tiny, tmp_pa
 
 
 @pytest.mark.slow
-def test_the_final_evaluation_says_what_it_runs_and_what_it_found(tmp_path, capsys):
-    code = run_cli(train_cli.main, "--config", os.path.join(REPO, "configs", "quick.py"),
-                   "--workdir", tmp_path, "--config.eval.attack=pgd", "--config.eval.steps=1",
-                   "--config.eval.num_images=4", "--config.eval.batch_size=4")
-    assert code == 0
+def test_the_final_evaluation_says_what_it_runs_and_a_rerun_does_nothing(tmp_path, capsys):
+    argv = ("--config", os.path.join(REPO, "configs", "quick.py"), "--workdir", tmp_path,
+            "--config.eval.attack=pgd", "--config.eval.steps=1", "--config.eval.num_images=4",
+            "--config.eval.batch_size=4")
+    assert run_cli(train_cli.main, *argv) == 0
     err = capsys.readouterr().err
     assert "final evaluation at step 2: clean, pgd (eps 0.03137, 1 steps) on 4 images of " \
            "synthetic (val)" in err
@@ -223,6 +223,22 @@ def test_the_final_evaluation_says_what_it_runs_and_what_it_found(tmp_path, caps
         assert (f"  {name}: pixel accuracy {100 * record['pixel_acc']:.1f} %, mIoU "
                 f"{100 * record['miou']:.1f} %") in err
     assert f"written to {tmp_path / 'metrics.jsonl'} (kinds eval_clean, eval_pgd)" in err
+
+    # Rerun: finished with this very configuration, so nothing is built, compiled or logged.
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "_model_and_variables",
+                      lambda *_: pytest.fail("a finished run built its model"))
+        assert run_cli(train_cli.main, *argv) == 0
+    captured = capsys.readouterr()
+    assert f"{tmp_path}: already trained to step 2 with this configuration; nothing to do" \
+        in captured.err
+    assert f"trained fcn_resnet14_w8 to step 2: {tmp_path}" in captured.out
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    # A changed setting takes the resuming path, which names it (and has no step left to run).
+    assert run_cli(train_cli.main, *argv, "--config.eval.num_images=2") == 0
+    err = capsys.readouterr().err
+    assert "already trained" not in err and "changed settings: eval.num_images: 4 -> 2" in err
 
 
 def test_tensorboard_logging_does_not_import_pytorch():
