@@ -6,12 +6,15 @@ budgets, each model's clean and SEA-robust accuracy, and how well its gradients 
     python experiments/alignment_sweep.py --stage train --stage evaluate --jobs 7   # a GPU
     python experiments/alignment_sweep.py --stage synthesize --stage publish        # then here
     python experiments/alignment_sweep.py --steps 500       # every model's schedule shortened alike
+    python experiments/alignment_sweep.py --smoke           # every step at the smallest size
 
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand;
-with --jobs N, independent steps of a stage run N at a time (each one's output in
-RUNS/logs/). Training resumes from its workdir; an evaluation or synthesis whose result file
-exists is skipped (delete its directory to redo it). Wall times, with the machine and its load,
-go to RUNS/timings.json; `publish` writes docs/results/alignment_sweep/.
+with --jobs N, independent steps of a stage run N at a time. Workdirs go to RUNS/sweep_MODEL/,
+raw outputs to RUNS/alignment_sweep/ (each step's output in its logs/, wall times with the
+machine and its load in its timings.json). Training resumes from its workdir; an evaluation or
+synthesis whose result file exists is skipped (delete its directory to redo it). `publish`
+writes docs/results/alignment_sweep/. --smoke runs every step in RUNS/smoke/ on 2 images with
+the smallest model and 1-3 steps each, and publishes there: a check of the setup in minutes.
 
 L2 budgets: per image at the 160x160 training crops. They are chosen to span the Linf range by
 RobustBench's pairing of Linf 8/255 with L2 0.5 on 32x32 CIFAR images, scaled by the square
@@ -48,6 +51,9 @@ MODELS = {
 }
 COMMON = ("linf", "4/255")  # the one budget every model is also evaluated at
 STAGES = ("train", "evaluate", "synthesize", "publish")
+# --smoke: camvid.py's smoke sizes (2 images at 60x80, 2 training steps, the smallest models);
+# SEA's reduced-eps schedule needs 3 iterations.
+SMOKE_SEA_STEPS, SMOKE_SHORT_SIDE = 3, "60"
 
 
 def machine():
@@ -60,9 +66,9 @@ def machine():
     return cpu_and_load() + (f", {gpu}" if gpu else "")
 
 
-def run_all(commands, jobs, runs, timings):
+def run_all(commands, jobs, results, timings):
     """Run [(label, argv, done-file or None)], `jobs` at a time, each one's output in
-    RUNS/logs/LABEL.log; stop at the first failure after the running ones finish."""
+    RESULTS/logs/LABEL.log; stop at the first failure after the running ones finish."""
     pending = []
     for label, argv, done in commands:
         print("\n$ " + " ".join(shlex.quote(c) for c in argv), flush=True)
@@ -70,7 +76,7 @@ def run_all(commands, jobs, runs, timings):
             print(f"  (skipped: {done} exists)", flush=True)
         else:
             pending.append((label, argv))
-    os.makedirs(os.path.join(runs, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(results, "logs"), exist_ok=True)
     env = dict(os.environ)
     if jobs > 1:  # several processes share one accelerator's memory (ignored on CPU)
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.75, 0.9 / jobs):.2f}")
@@ -78,7 +84,7 @@ def run_all(commands, jobs, runs, timings):
     while pending or running:
         while pending and len(running) < jobs and not failed:
             label, argv = pending.pop(0)
-            log = open(os.path.join(runs, "logs", f"{label}.log"), "w")
+            log = open(os.path.join(results, "logs", f"{label}.log"), "w")
             process = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
             running[process] = (label, log, time.time(), os.getloadavg()[0])
@@ -91,7 +97,7 @@ def run_all(commands, jobs, runs, timings):
             if process.returncode:
                 failed.append(label)
                 print(f"  FAILED: {label} (exit {process.returncode}; "
-                      f"{os.path.join(runs, 'logs', label + '.log')})", flush=True)
+                      f"{os.path.join(results, 'logs', label + '.log')})", flush=True)
                 continue
             timings[label] = {"seconds": seconds, "load": [round(load, 2),
                                                            round(os.getloadavg()[0], 2)],
@@ -102,9 +108,10 @@ def run_all(commands, jobs, runs, timings):
         sys.exit(f"failed: {', '.join(failed)}")
 
 
-def train_commands(runs, data, steps, models=MODELS):
+def train_commands(runs, data, steps, models=MODELS, smoke=False):
     extra = [f"--config.data.train={data}"] + ([f"--config.steps={steps}"] if steps else [])
-    return [(f"train_{name}", ["train.py", *flags, "--workdir", workdir(runs, name), *extra], None)
+    return [(f"train_{name}", ["train.py", *flags, "--workdir", workdir(runs, name), *extra,
+                               *(camvid.smoke_train(flags[1]) if smoke else [])], None)
             for name, (flags, _) in models.items()]
 
 
@@ -112,17 +119,20 @@ def workdir(runs, name):
     return os.path.join(runs, f"sweep_{name}")
 
 
-def evaluate_commands(runs, data, sea_steps, images=None, models=MODELS):
+def evaluate_commands(runs, results, data, sea_steps, images=None, models=MODELS, smoke=False):
     """SEA per model at its training budget and at the common one; one process each, so that
     --jobs runs them side by side."""
+    if smoke:
+        sea_steps, images = SMOKE_SEA_STEPS, camvid.SMOKE_IMAGES
     common = ["--data", data, "--split", "val", "--attack", "sea", "--steps", str(sea_steps),
-              "--quiet"] + (["--num-images", str(images)] if images else [])
+              "--quiet"] + (["--num-images", str(images)] if images else []) + (
+              ["--batch-size", str(images), "--short-side", SMOKE_SHORT_SIDE] if smoke else [])
     commands = []
     for name, (_, budget) in models.items():
         for label, ball in (("sea_common", COMMON), ("sea_own", budget)):
             if ball is None or (label == "sea_own" and ball == COMMON):
                 continue
-            out = os.path.join(runs, "results", f"{label}_{name}")
+            out = os.path.join(results, f"{label}_{name}")
             commands.append((f"{label}_{name}", [
                 "evaluate.py", "--checkpoint", workdir(runs, name), "--name", name, *common,
                 "--norm", ball[0], "--eps", ball[1], "--output", out],
@@ -130,33 +140,71 @@ def evaluate_commands(runs, data, sea_steps, images=None, models=MODELS):
     return commands
 
 
-def synthesis_commands(runs, data, models=MODELS):
-    results = os.path.join(runs, "results")
+def synthesis_commands(runs, results, data, models=MODELS, smoke=False):
     every = [a for name in models for a in ("--checkpoint", workdir(runs, name), "--name", name)]
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     source = ["--data", data, "--split", "val"]
-    cars = camvid.car_images(data=data)
+    cars = camvid.car_images(data, camvid.SMOKE_IMAGES if smoke else 8)
+    spread = camvid.SPREAD[:1] if smoke else camvid.SPREAD
+
+    def budget(flags):
+        return camvid.cut_budget(flags) + camvid.SMOKE_SYNTH if smoke else flags
+
     inpaint = os.path.join(results, "inpaint_cars")
     generate = os.path.join(results, "generate")
     return [
         ("inpaint_cars", ["synthesize.py", "inpaint", *every, *source, *index(cars), "--mask",
-                          f"class:{camvid.CAR}", *camvid.INPAINT, "--output", inpaint],
+                          f"class:{camvid.CAR}", *budget(camvid.INPAINT), "--output", inpaint],
          os.path.join(inpaint, "metrics.json")),
-        ("generate", ["synthesize.py", "generate", *every, *source, *index(camvid.SPREAD),
-                      *camvid.GENERATE, "--output", generate],
+        ("generate", ["synthesize.py", "generate", *every, *source, *index(spread),
+                      *budget(camvid.GENERATE), "--output", generate],
          os.path.join(generate, "metrics.json")),
     ]
 
 
 def driver_parser(description):
-    """The flags every staged CamVid driver takes: --runs, --data, --stage."""
+    """The flags every staged CamVid driver takes: --runs, --data, --stage, --smoke."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
     parser.add_argument("--data", default=camvid.DATA,
                         help="the prepared CamVid copy (default: %(default)s)")
     parser.add_argument("--stage", action="append", choices=STAGES,
                         help="run only these stages (repeatable; default: all, in order)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every step of every model at the smallest size (2 images, 1-3 "
+                        "steps each, the smallest model of each family), in RUNS/smoke/, "
+                        "published there too: checks a setup; its figures mean nothing")
     return parser
+
+
+def drive(name, args, models, publish, *, steps=None, sea_steps=100, images=None, jobs=1):
+    """Run the stages of a staged driver called `name` (the folder of its raw outputs under
+    RUNS, with its logs and timings.json): `publish(results, timings, where)` writes the tables,
+    into `where` (None: the driver's docs/results folder)."""
+    os.chdir(ROOT)
+    camvid.check_data(args.data)
+    runs = os.path.join(args.runs, "smoke") if args.smoke else args.runs
+    results = os.path.join(runs, name)
+    stages = args.stage or STAGES
+    path = os.path.join(results, "timings.json")
+    timings = json.load(open(path)) if os.path.exists(path) else {}
+
+    def stage(commands):
+        try:
+            run_all(commands, jobs, results, timings)
+        finally:
+            os.makedirs(results, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(timings, f, indent=2)
+
+    if "train" in stages:
+        stage(train_commands(runs, args.data, steps, models, args.smoke))
+    if "evaluate" in stages:
+        stage(evaluate_commands(runs, results, args.data, sea_steps, images, models, args.smoke))
+    if "synthesize" in stages:
+        stage(synthesis_commands(runs, results, args.data, models, args.smoke))
+    if "publish" in stages:
+        publish(results, timings, os.path.join(results, "published") if args.smoke else None)
 
 
 def main():
@@ -168,27 +216,8 @@ def main():
     parser.add_argument("--eval-images", type=int, default=None,
                         help="evaluate the first N val images only (a quick look)")
     args = parser.parse_args()
-    os.chdir(ROOT)
-    stages = args.stage or STAGES
-    path = os.path.join(args.runs, "timings.json")
-    timings = json.load(open(path)) if os.path.exists(path) else {}
-
-    def stage(commands):
-        try:
-            run_all(commands, args.jobs, args.runs, timings)
-        finally:
-            os.makedirs(args.runs, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(timings, f, indent=2)
-
-    if "train" in stages:
-        stage(train_commands(args.runs, args.data, args.steps))
-    if "evaluate" in stages:
-        stage(evaluate_commands(args.runs, args.data, args.sea_steps, args.eval_images))
-    if "synthesize" in stages:
-        stage(synthesis_commands(args.runs, args.data))
-    if "publish" in stages:
-        publish(args.runs, timings)
+    drive("alignment_sweep", args, MODELS, publish, steps=args.steps, sea_steps=args.sea_steps,
+          images=args.eval_images, jobs=args.jobs)
 
 
 def budget_text(budget):
@@ -226,8 +255,15 @@ def collect(results, models=MODELS):
             "alignment_se": statistics.stdev(per_hole) / len(per_hole) ** 0.5
             if len(per_hole) > 1 else 0.0,
             "high_frequency_ratio": fill["high_frequency"] / fill["high_frequency_original"],
+            "fill_steps": metrics["settings"]["steps"],
         }
     return rows, inpaint["start"]["alignment"]
+
+
+def fill_protocol(rows):
+    """(car holes, descent steps) of the inpainting the rows were measured on."""
+    row = next(iter(rows.values()))
+    return len(row["alignment_per_hole"]), row["fill_steps"]
 
 
 def summary(rows, floor):
@@ -243,10 +279,12 @@ def summary(rows, floor):
                      f"{pct(r['sea_common'])} | {r['alignment']:.3f} ± {r['alignment_se']:.3f} | "
                      f"{r['psnr']:.2f} | {r['psnr_lowpass']:.2f} | {r['ssim']:.3f} | "
                      f"{r['high_frequency_ratio']:.3f} |")
+    holes, steps = fill_protocol(rows)
     lines += ["", "Pixel accuracy / mIoU (%), CamVid val. Alignment: cosine between the first "
-              "descent direction and (original - start) in 8 car holes, mean ± standard error "
-              f"over the holes; a random direction scores {floor:.3f}. Fill metrics after the "
-              "60-step descent. HF ratio: the fill's high-frequency energy over the original's."]
+              f"descent direction and (original - start) in {holes} car holes, mean ± standard "
+              f"error over the holes; a random direction scores {floor:.3f}. Fill metrics after "
+              f"the {steps}-step descent. HF ratio: the fill's high-frequency energy over the "
+              "original's."]
     return "\n".join(lines) + "\n"
 
 
@@ -276,21 +314,22 @@ def scatter(rows, floor, path):
     plt.close(figure)
 
 
-def publish(runs, timings):
-    """Copy the small outputs into docs/results/alignment_sweep and write the table and plot."""
-    results = os.path.join(runs, "results")
-    os.makedirs(PUBLISH, exist_ok=True)
+def publish(results, timings, where=None):
+    """Copy the small outputs of `results` into `where` (default: docs/results/alignment_sweep)
+    and write the table and plot."""
+    where = where or PUBLISH
+    os.makedirs(where, exist_ok=True)
     rows, floor = collect(results)
-    with open(os.path.join(PUBLISH, "sweep.json"), "w") as f:
+    with open(os.path.join(where, "sweep.json"), "w") as f:
         json.dump({"models": rows, "random_alignment": floor,
                    "common_budget": budget_text(COMMON)}, f, indent=2)
     text = summary(rows, floor)
-    with open(os.path.join(PUBLISH, "summary.md"), "w") as f:
+    with open(os.path.join(where, "summary.md"), "w") as f:
         f.write(text)
-    scatter(rows, floor, os.path.join(PUBLISH, "alignment_vs_robustness.png"))
-    copy_outputs(results, PUBLISH, timings, quality=80)  # 7 models: keep the grids small
+    scatter(rows, floor, os.path.join(where, "alignment_vs_robustness.png"))
+    copy_outputs(results, where, timings, quality=80)  # 7 models: keep the grids small
     print("\n" + text)
-    print(f"published to {PUBLISH}/")
+    print(f"published to {where}/")
 
 
 def copy_outputs(results, where, timings, quality):

@@ -6,11 +6,13 @@ holes), and published next to the sweep's FCN rows.
 
     python experiments/architecture.py                    # train, evaluate, synthesize, publish
     python experiments/architecture.py --sea-steps 50     # SEA 3 x 50 (the 2-core CPU run)
-    python experiments/architecture.py --stage publish    # the table again from RUNS/results
+    python experiments/architecture.py --stage publish    # the table again from the raw outputs
+    python experiments/architecture.py --smoke            # every step at the smallest size
 
 Every step is one of the project's CLIs, printed before it runs (the sweep's driver runs them);
-training resumes from its workdir and a finished evaluation or synthesis is skipped. Outputs:
-docs/results/architecture/ (summary.md, comparison.json, grids, timings with machine and load).
+training resumes from its workdir (RUNS/sweep_MODEL/) and a finished evaluation or synthesis is
+skipped. Raw outputs: RUNS/architecture/. Published: docs/results/architecture/ (summary.md,
+comparison.json, grids, timings with machine and load); with --smoke, everything in RUNS/smoke/.
 """
 
 import json
@@ -20,7 +22,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import alignment_sweep as sweep  # noqa: E402  (its commands, driver and row collection)
-import camvid  # noqa: E402
 
 PUBLISH = os.path.join("docs", "results", "architecture")
 SWEEP = os.path.join(sweep.PUBLISH, "sweep.json")
@@ -37,27 +38,11 @@ def main():
     parser.add_argument("--sea-steps", type=int, default=100,
                         help="SEA iterations per loss (the sweep's FCN rows used 100)")
     args = parser.parse_args()
-    os.chdir(camvid.ROOT)
-    stages = args.stage or STAGES
-    path = os.path.join(args.runs, "timings.json")
-    timings = json.load(open(path)) if os.path.exists(path) else {}
-
-    def stage(commands):
-        try:
-            sweep.run_all(commands, 1, args.runs, timings)
-        finally:
-            os.makedirs(args.runs, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(timings, f, indent=2)
-
-    if "train" in stages:
-        stage(sweep.train_commands(args.runs, args.data, None, MODELS))
-    if "evaluate" in stages:
-        stage(sweep.evaluate_commands(args.runs, args.data, args.sea_steps, models=MODELS))
-    if "synthesize" in stages:
-        stage(sweep.synthesis_commands(args.runs, args.data, MODELS))
-    if "publish" in stages:
-        publish(args.runs, timings, args.sea_steps)
+    sea_steps = sweep.SMOKE_SEA_STEPS if args.smoke else args.sea_steps
+    sweep.drive("architecture", args, MODELS,
+                lambda results, timings, where: publish(results, timings, sea_steps,
+                                                        where or PUBLISH),
+                sea_steps=args.sea_steps)
 
 
 def rows(results, sweep_rows):
@@ -74,26 +59,29 @@ def summary(rows, floor, sea_steps):
     def pct(s):
         return f"{100 * s['pixel_acc']:.1f} / {100 * s['miou']:.1f}"
 
+    holes, steps = sweep.fill_protocol({k: r for k, r in rows.items()
+                                        if r["architecture"] != "FCN"})
     lines = ["| model | architecture | clean | SEA at Linf 4/255 | SEA iterations per loss | "
              "alignment | PSNR | low-pass PSNR | SSIM | HF ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        steps = 100 if r["architecture"] == "FCN" else sea_steps
+        iterations = 100 if r["architecture"] == "FCN" else sea_steps
         lines.append(f"| {name} | {r['architecture']} | {pct(r['clean'])} | "
-                     f"{pct(r['sea_common'])} | {steps} | {r['alignment']:.3f} ± "
+                     f"{pct(r['sea_common'])} | {iterations} | {r['alignment']:.3f} ± "
                      f"{r['alignment_se']:.3f} | {r['psnr']:.2f} | {r['psnr_lowpass']:.2f} | "
                      f"{r['ssim']:.3f} | {r['high_frequency_ratio']:.3f} |")
-    lines += ["", "Pixel accuracy / mIoU (%), CamVid val (101 images). FCN rows: "
-              "docs/results/alignment_sweep (fcn_resnet26_w16); DeepLabV3 rows: this run "
-              "(deeplabv3_resnet26_w16, the same backbone). Alignment: cosine between the first "
-              "descent direction and (original - start) in 8 car holes, mean ± standard error; "
-              f"a random direction scores {floor:.3f}. Fill metrics after the 60-step descent."]
+    lines += ["", "Pixel accuracy / mIoU (%), CamVid val. FCN rows: docs/results/alignment_sweep; "
+              "DeepLabV3 rows: this run (configs/camvid_deeplabv3_*.py: the FCN configs' "
+              "backbone under DeepLabV3's head). Alignment: cosine between the first "
+              f"descent direction and (original - start) in {holes} car holes, mean ± standard "
+              f"error; a random direction scores {floor:.3f}. Fill metrics after the "
+              f"{steps}-step descent."]
     return "\n".join(lines) + "\n"
 
 
-def publish(runs, timings, sea_steps, where=PUBLISH, sweep_file=SWEEP):
-    """This run's rows beside the sweep's FCN rows: summary.md, comparison.json, grids."""
-    results = os.path.join(runs, "results")
+def publish(results, timings, sea_steps, where=PUBLISH, sweep_file=SWEEP):
+    """This run's rows (raw outputs in `results`) beside the sweep's FCN rows: summary.md,
+    comparison.json, grids."""
     with open(sweep_file) as f:
         table, floor = rows(results, json.load(f)["models"])
     os.makedirs(where, exist_ok=True)

@@ -12,7 +12,9 @@ outputs go to RUNS/results/ (not in git); the small ones are then published to -
 (docs/results/camvid/): tables (markdown + JSON), the robustness curve, and the image grids as
 JPEG (the PNG grids are megabytes of photographs), plus summary.md and timings.json.
 --smoke checks a setup in minutes (the data, every command, the summary): its figures mean
-nothing, and it publishes to RUNS/smoke_published unless --publish says otherwise.
+nothing, so it works in RUNS/smoke/ (its 2-step checkpoints would otherwise stop a real run
+from resuming there: a different configuration) and publishes to RUNS/smoke/published unless
+--publish says otherwise.
 """
 
 import argparse
@@ -97,7 +99,17 @@ SMOKE_SYNTH = ["--steps", "2"]
 SMOKE_IMAGES = 2
 
 
-def _smoke(flags, smoke):
+def smoke_train(config):
+    """SMOKE_TRAIN for the training config file `config`: the smallest model of its family."""
+    from jaxseg.config import load
+
+    family = load(config).model.arch.split("_")[0]
+    smallest = {"fcn": "fcn_resnet14_w8", "deeplabv3": "deeplabv3_resnet14_w8"}[family]
+    return [f"--config.model.arch={smallest}" if flag.startswith("--config.model.arch=")
+            else flag for flag in SMOKE_TRAIN]
+
+
+def cut_budget(flags, smoke=True):
     """`flags` with the budget flags dropped (their values too) for a smoke run."""
     if not smoke:
         return flags
@@ -121,21 +133,21 @@ def main():
     parser.add_argument("--runs", default="workdirs", help="where the workdirs and raw outputs go")
     parser.add_argument("--publish", default=None,
                         help=f"where the tables and grids go (default: {PUBLISH}; with --smoke "
-                        "RUNS/smoke_published)")
+                        "RUNS/smoke/published)")
     parser.add_argument("--smoke", action="store_true",
                         help="every step on 2 images with 1-2 steps each: checks the setup")
     args = parser.parse_args()
     os.chdir(ROOT)
     smoke = args.smoke
-    publish_to = args.publish or (os.path.join(args.runs, "smoke_published") if smoke
-                                  else PUBLISH)
+    runs = os.path.join(args.runs, "smoke") if smoke else args.runs
+    publish_to = args.publish or (os.path.join(runs, "published") if smoke else PUBLISH)
     check_data(args.data)
     old = os.path.join(publish_to, "timings.json")
     timings = json.load(open(old)) if os.path.exists(old) else {}
     cars = car_images(args.data, SMOKE_IMAGES if smoke else 8)
-    for label, argv, done in commands(args.data, args.runs, cars, smoke):
+    for label, argv, done in commands(args.data, runs, cars, smoke):
         run(argv, timings, label, done)
-    results = os.path.join(args.runs, "results")
+    results = os.path.join(runs, "results")
     publish(results, timings, publish_to)
 
 
@@ -154,7 +166,7 @@ def commands(data_spec, runs, cars, smoke=False):
     for name, (eps, extra) in EVALUATIONS.items():
         out = os.path.join(results, name)
         calls.append((name, ["evaluate.py", *checkpoints, *data, "--eps", eps,
-                             *_smoke(extra, smoke), *(SMOKE_EVAL if smoke else []),
+                             *cut_budget(extra, smoke), *(SMOKE_EVAL if smoke else []),
                              "--output", out], os.path.join(out, "results.json")))
     index = lambda ids: [a for i in ids for a in ("--index", str(i))]  # noqa: E731
     spread = SPREAD[:1] if smoke else SPREAD
@@ -168,7 +180,7 @@ def commands(data_spec, runs, cars, smoke=False):
     for name, extra in synth.items():
         out = os.path.join(results, name)
         calls.append((name, ["synthesize.py", extra[0], *checkpoints, *data,
-                             *_smoke(extra[1:], smoke), *(SMOKE_SYNTH if smoke else []),
+                             *cut_budget(extra[1:], smoke), *(SMOKE_SYNTH if smoke else []),
                              "--output", out], os.path.join(out, "metrics.json")))
     return calls
 
@@ -227,7 +239,8 @@ def summary(directory=PUBLISH):
         lines.append(f"| {n} | {pct(train[n]['clean'])} | {pct(train[n]['pgd'])} | "
                      f"{pct(at_eps(n))} | {pct(strong[n]['pgd'])} | {pct(strong[n]['segpgd'])} |"
                      + "".join(f" {pct(sea[e][n]['sea'])} |" for e in sea))
-    lines += ["", "Pixel accuracy / mIoU (%), CamVid val (101 images, 240x180), L-inf eps 4/255.",
+    images = load("eval_train_adversary_results.json")["images"]
+    lines += ["", f"Pixel accuracy / mIoU (%), CamVid val ({images} images), L-inf eps 4/255.",
               "", "| eps (PGD-10) | " + " | ".join(NAMES[m] for m in MODELS) + " |",
               "|---|" + "---|" * len(MODELS)]
     for i, point in enumerate(curve[NAMES[MODELS[0]]]):

@@ -37,8 +37,9 @@ def pytest_sessionfinish(session):
 
 
 # The longest tests run first: with two workers, one collected late leaves the other idle at the
-# end (the README walk alone takes ~6 minutes of one worker).
-LONGEST = ("test_a_fresh_clone_runs_every_readme_command", "test_parity_with_torchattacks",
+# end (the README and RESULTS walk alone takes minutes of one worker).
+LONGEST = ("test_a_fresh_clone_runs_every_readme_and_results_command",
+           "test_parity_with_torchattacks",
            "test_sigterm_and_kills_at_random_points_lose_nothing",
            "test_remat_keeps_less_and_flops_grow_with_the_batch")
 

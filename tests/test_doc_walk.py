@@ -7,9 +7,11 @@ assumed to bring (downloaded weights, their own checkpoints, a photo, COCO) is a
 same format (tests/helpers/doc_world.py), and every command runs at the smallest size: the
 `python` on the PATH cuts steps, images and sizes and moves /data paths into the test's folder.
 
-docs/*.md: the `prepare` commands run against the mirror; the experiment's command lists are
-expanded by bash and must be the calls experiments/camvid.py makes (the README walk runs it);
-every other command's flags are checked by tests/test_docs.py."""
+docs/RESULTS.md: every shell block, in order, in the same clone after the README's (the
+experiment, its calls by hand, the sweep and architecture drivers with --smoke); its list of
+the experiment's calls must also be the calls experiments/camvid.py makes (recorded by bash).
+docs/data.md: the `prepare` commands run against the mirror. The flags of every command of every
+page are checked by tests/test_docs.py."""
 
 import hashlib
 import os
@@ -26,6 +28,7 @@ from tests.helpers.mirror import Server, all_archives, camvid_zip
 from tests.test_experiments import _load_driver
 
 README = paths.REPO / "README.md"
+RESULTS = paths.REPO / "docs" / "RESULTS.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL = ("sh", "bash", "shell", "")
 # make runs the suite itself (test, test-fast) and the demo: the walk cannot run them inside
@@ -67,7 +70,7 @@ def run_block(body, cwd, env, label):
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_runs_every_readme_command(tmp_path):
+def test_a_fresh_clone_runs_every_readme_and_results_command(tmp_path):
     if shutil.which("git") is None or not (paths.REPO / ".git").exists():
         pytest.skip("not a git checkout: nothing to clone")
     clone = tmp_path / "alone" / "jaxseg"  # no shared data folder beside it
@@ -89,9 +92,14 @@ def test_a_fresh_clone_runs_every_readme_command(tmp_path):
             outputs.append(run_block(body, clone, env, f"README.md shell block {number}"))
     finally:
         mirror.close()
+    # docs/RESULTS.md on the data and runs the README left: its first block is the README's
+    # experiment again (every step found done), the second its calls by hand, then one SEA
+    # evaluation and the sweep and architecture drivers (each at the smallest size).
+    for number, body in enumerate(shell_blocks(RESULTS)):
+        run_block(body, clone, env, f"RESULTS.md shell block {number}")
 
     assert (clone / "data" / "camvid" / "val.txt").exists()  # where prepare put it
-    summary = (clone / "workdirs" / "smoke_published" / "summary.md").read_text()
+    summary = (clone / "workdirs" / "smoke" / "published" / "summary.md").read_text()
     assert re.search(r"^\| standard \| \d", summary, re.M)
     assert re.search(r"^\| AT \| \d", summary, re.M)
     published = "docs/results/camvid/summary.md"  # a smoke run leaves the real figures alone
@@ -104,6 +112,19 @@ def test_a_fresh_clone_runs_every_readme_command(tmp_path):
     table = (clone / "results" / "table1" / "results.md").read_text()  # the last evaluation's
     assert re.search(r"^\| AT-50 \| worst case \|", table, re.M), table
     assert "GFLOP" in outputs[-1] or "FLOP" in outputs[-1]  # the plan's table
+
+    assert (clone / "workdirs" / "results" / "eval_sea_4_standard" / "results.json").exists()
+    smoke = clone / "workdirs" / "smoke"
+    sweep = (smoke / "alignment_sweep" / "published" / "summary.md").read_text()
+    for name in ("standard", "Linf-2", "Linf-4", "Linf-8", "L2-0.5", "L2-1.0", "L2-2.0"):
+        assert re.search(rf"^\| {re.escape(name)} \| .* \| -?\d\.\d{{3}} ± ", sweep, re.M), name
+    assert (smoke / "alignment_sweep" / "published" / "alignment_vs_robustness.png").exists()
+    architecture = (smoke / "architecture" / "published" / "summary.md").read_text()
+    for name in ("FCN-standard", "FCN-Linf-4", "DeepLabV3-standard", "DeepLabV3-Linf-4"):
+        assert re.search(rf"^\| {name} \| ", architecture, re.M), name
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "docs"], cwd=clone,
+                             capture_output=True, text=True, check=True).stdout
+    assert not changed, f"a smoke run wrote into the published results: {changed}"
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def test_summary_table_reads_every_result(tmp_path):
     write = lambda name, value: (tmp_path / name).write_text(json.dumps(value))  # noqa: E731
     write("eval_train_adversary_results.json", {"results": {
         "standard": {"clean": _score(0.9, 0.5), "pgd": _score(0.6, 0.3)},
-        "AT": {"clean": _score(0.85, 0.45), "pgd": _score(0.8, 0.4)}}})
+        "AT": {"clean": _score(0.85, 0.45), "pgd": _score(0.8, 0.4)}}, "images": 101})
     write("eval_strong_results.json", {"results": {
         "standard": {"pgd": _score(0.5, 0.2), "segpgd": _score(0.4, 0.1)},
         "AT": {"pgd": _score(0.78, 0.37), "segpgd": _score(0.75, 0.35)}}})
@@ -47,13 +47,15 @@ def test_summary_table_reads_every_result(tmp_path):
     assert "| 8/255 | 82.0 / 37.0 | 77.0 / 34.5 |" in table
     assert "| inpaint_cars | AT | 12.50 | 13.50 | 0.500 | 75.0 | 0.25 |" in table
     assert "| generate | start | 10.00 | 11.00 | 0.500 | - | 0.25 |" in table
+    assert "CamVid val (101 images)" in table
 
 
 def test_alignment_sweep_commands_and_table(tmp_path):
     """The sweep's evaluations (each model at its training budget and the common one) and its
     table, built from hand-made CLI outputs."""
     sweep = _load_driver("alignment_sweep")
-    commands = {label: argv for label, argv, _ in sweep.evaluate_commands("R", "camvid:D", 100)}
+    commands = {label: argv for label, argv, _ in sweep.evaluate_commands("R", "R/sweep",
+                                                                          "camvid:D", 100)}
     assert sorted(commands) == sorted(
         [f"sea_common_{m}" for m in sweep.MODELS]
         + [f"sea_own_{m}" for m in ("Linf-2", "Linf-8", "L2-0.5", "L2-1.0", "L2-2.0")])
@@ -79,7 +81,8 @@ def test_alignment_sweep_commands_and_table(tmp_path):
     holes = [{"models": {name: {"alignment": fill[name]["alignment"] + d} for name in fill}}
              for d in (-0.1, 0.1)]  # two holes: sd 0.141, standard error 0.1
     write(results / "inpaint_cars" / "metrics.json",
-          {"summary": {**fill, "start": {"alignment": -0.01}}, "images": holes})
+          {"summary": {**fill, "start": {"alignment": -0.01}}, "images": holes,
+           "settings": {"steps": 60}})
 
     rows, floor = sweep.collect(str(results))
     assert floor == -0.01 and list(rows) == list(sweep.MODELS)
@@ -91,6 +94,7 @@ def test_alignment_sweep_commands_and_table(tmp_path):
     assert "| standard | - | 90.0 / 50.0 | - | 50.0 / 20.0 | 0.000 ± 0.100 | 14.00 |" in table
     assert "| L2-1.0 | L2 1.0 | 85.0 / 45.0 | 70.0 / 30.0 | 55.0 / 25.0 | 0.500 ± 0.100 |" in table
     assert "a random direction scores -0.010" in table
+    assert "in 2 car holes" in table and "after the 60-step descent" in table
     sweep.scatter(rows, floor, str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
@@ -105,7 +109,7 @@ def test_architecture_comparison_runs_the_sweeps_protocol_and_tables_both_famili
     assert train["train_DeepLabV3-Linf-4"][:3] == ["train.py", "--config",
                                                     "configs/camvid_deeplabv3_at.py"]
     evaluations = {label: argv for label, argv, _ in sweep.evaluate_commands(
-        "R", "camvid:D", 50, models=driver.MODELS)}
+        "R", "R/architecture", "camvid:D", 50, models=driver.MODELS)}
     assert sorted(evaluations) == ["sea_common_DeepLabV3-Linf-4", "sea_common_DeepLabV3-standard"]
     argv = evaluations["sea_common_DeepLabV3-Linf-4"]
     assert argv[argv.index("--steps") + 1] == "50" and argv[argv.index("--eps") + 1] == "4/255"
@@ -122,7 +126,7 @@ def test_architecture_comparison_runs_the_sweeps_protocol_and_tables_both_famili
              for d in (-0.1, 0.1)]
     write(results / "inpaint_cars" / "metrics.json",
           {"summary": {**{name: fill for name in driver.MODELS}, "start": {"alignment": -0.01}},
-           "images": holes})
+           "images": holes, "settings": {"steps": 30}})
     fcn = {"clean": _score(0.9, 0.5), "sea_common": _score(0.2, 0.1), "alignment": 0.03,
            "alignment_se": 0.01, "psnr": 13.0, "psnr_lowpass": 15.0, "ssim": 0.09,
            "high_frequency_ratio": 3.0}
@@ -134,3 +138,28 @@ def test_architecture_comparison_runs_the_sweeps_protocol_and_tables_both_famili
     assert ("| DeepLabV3-Linf-4 | DeepLabV3 | 81.0 / 40.0 | 60.0 / 30.0 | 50 | 0.200 ± 0.100 | "
             "14.00 | 16.00 | 0.100 | 0.200 |") in text
     assert "a random direction scores -0.010" in text
+    assert "in 2 car holes" in text and "after the 30-step descent" in text
+
+
+def test_smoke_commands_are_the_real_ones_at_the_smallest_size():
+    """--smoke: the same calls, each at the smallest model of its config's family, 2 training
+    steps, SEA's fewest iterations (3) on 2 images at 60x80; the real calls keep their budget."""
+    sweep = _load_driver("alignment_sweep")
+    models = {**sweep.MODELS, **_load_driver("architecture").MODELS}
+    real = sweep.train_commands("R", "camvid:D", None, models)
+    smoke = sweep.train_commands("R/smoke", "camvid:D", None, models, smoke=True)
+    for (label, argv, _), (smoke_label, smoke_argv, _) in zip(real, smoke, strict=True):
+        assert smoke_label == label
+        assert smoke_argv[:len(argv)] == [a.replace("R/", "R/smoke/") for a in argv]
+        family = "deeplabv3" if "DeepLabV3" in label else "fcn"
+        assert f"--config.model.arch={family}_resnet14_w8" in smoke_argv
+        assert "--config.steps=2" in smoke_argv
+    assert not any("--config.model.arch" in a for _, argv, _ in real for a in argv)
+
+    evaluations = sweep.evaluate_commands("R/smoke", "R/smoke/sweep", "camvid:D", 100,
+                                          smoke=True)
+    for _, argv, done in evaluations:
+        flags = dict(zip(argv[::2], argv[1::2])) | dict(zip(argv[1::2], argv[2::2]))
+        assert (flags["--steps"], flags["--num-images"], flags["--short-side"]) == ("3", "2",
+                                                                                      "60")
+        assert argv.count("--steps") == 1 and done.startswith("R/smoke/sweep/")

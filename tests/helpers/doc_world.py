@@ -24,8 +24,8 @@ COCO_CLASSES = 21  # VOC's 20 + background
 
 
 def smoke_train_flags():
-    """experiments/camvid.py's --smoke training flags: a training command of the docs resumes
-    (and finds finished) the runs the experiment's smoke run made, instead of training anew."""
+    """experiments/camvid.py's --smoke training flags (the smallest model, 2 steps, 2 images
+    evaluated): a training command of the docs trains as the experiment's smoke run does."""
     spec = importlib.util.spec_from_file_location(
         "camvid_experiment", paths.REPO / "experiments" / "camvid.py")
     module = importlib.util.module_from_spec(spec)
@@ -40,6 +40,9 @@ COCO_TRAIN = ["--config.epochs=none", "--config.data.short_side_range=(48,64)",
 CAPS = {"evaluate.py": {"--steps": 3, "--restarts": 1},  # SEA's reduced-eps schedule needs 3
         "synthesize.py": {"--steps": 2}}
 SIZES = {"--short-side": "48", "--pad-to": "48,160"}
+# The experiment drivers: each runs its every step at the smallest size with --smoke.
+DRIVERS = ("experiments/camvid.py", "experiments/alignment_sweep.py",
+           "experiments/architecture.py")
 
 
 def smaller(argv, env=os.environ):
@@ -67,7 +70,7 @@ def smaller(argv, env=os.environ):
         out += ["--num-images", "2", "--batch-size", "2"]
     elif program == "synthesize.py" and "--steps" not in out:
         out += ["--steps", "2"]
-    elif program == "experiments/camvid.py":
+    elif program in DRIVERS:
         out.append("--smoke")
     elif program == "jaxseg.cli.prepare" and "--download" in out:
         out += ["--mirror", env["DOC_MIRROR"]]
