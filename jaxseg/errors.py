@@ -85,8 +85,7 @@ def _watch_signals(interrupted):
                 elif getattr(owner, "stops_after_step", False):
                     name = signal.Signals(number).name
                     if owner.exits_at_once():  # nothing to save, or the second signal
-                        os.write(2, f"{name}: stopped at once; the last checkpoint is kept, "
-                                    "rerun the same command to resume\n".encode())
+                        os.write(2, f"{owner.at_once_message(name)}\n".encode())
                         os._exit(STOPPED_EXIT_CODES[name])
                     os.write(2, f"{name}: stopping after the current step (a checkpoint is "
                                 "saved; again to exit at once)\n".encode())

@@ -36,10 +36,20 @@ class StopSignals:
 
     stops_after_step = True  # what the CLIs' signal thread announces at once (jaxseg.errors)
 
-    def __init__(self):
+    def __init__(self, workdir=""):
         self.received = None
         self.unsaved = False  # steps run since the last checkpoint (the loop keeps it)
+        self.final_evaluation = False  # the last step is saved and being evaluated
+        self.workdir = workdir
         self._signals = 0
+
+    def at_once_message(self, name):
+        """What the signal thread prints when `name` stops the run at once."""
+        if self.final_evaluation:  # the run is finished and saved: rerunning would do nothing
+            return (f"{name}: stopped at once during the final evaluation; the run is finished "
+                    f"and saved: evaluate.py --checkpoint {self.workdir} measures it")
+        return f"{name}: stopped at once; the last checkpoint is kept, rerun the same command " \
+               "to resume"
 
     def exits_at_once(self):
         """Asked by the signal thread as each signal arrives, before this handler runs."""
@@ -279,7 +289,7 @@ def _train(config, workdir):
     progress = _progress(start, config.steps)
     pending, last_saved, stopped_by = [], start, None
     try:
-        with StopSignals() as signals:
+        with StopSignals(workdir) as signals:
             for step in range(start + 1, config.steps + 1):
                 batch = data.to_global(next(loader), batch_sharding)
                 state, metrics = step_fn(state, batch["image"], batch["label"])
@@ -296,6 +306,7 @@ def _train(config, workdir):
                 if step % config.eval.every == 0 or step == config.steps:
                     if step == config.steps:
                         progress.close()  # the final evaluation's own bars follow
+                        signals.final_evaluation = not signals.unsaved
                     _evaluate(model, state.variables, config, eval_ds, specs, mesh, step, log,
                               workdir, announce=step == config.steps)
                 if signals.received:

@@ -224,6 +224,30 @@ def test_the_final_evaluation_says_what_it_runs_and_a_rerun_does_nothing(tmp_pat
                 f"{100 * record['miou']:.1f} %") in err
     assert f"written to {tmp_path / 'metrics.jsonl'} (kinds eval_clean, eval_pgd)" in err
 
+    # Ctrl-C during the final evaluation: the run is finished, so the signal thread's line
+    # points at evaluate.py, not at a rerun (which would do nothing); before it, at a rerun.
+    messages = []
+    real_evaluate = trainer._evaluate
+
+    class Watched(trainer.StopSignals):
+        def __enter__(self):
+            messages.append(self)
+            return super().__enter__()
+
+    def evaluate(*args, announce, **kwargs):
+        messages.append(messages[0].at_once_message("SIGINT"))
+        return real_evaluate(*args, announce=announce, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "StopSignals", Watched)
+        patch.setattr(trainer, "_evaluate", evaluate)
+        assert run_cli(train_cli.main, *argv[:3], str(tmp_path / "again"), *argv[4:]) == 0
+    assert messages[1:] == [f"SIGINT: stopped at once during the final evaluation; the run is "
+                            f"finished and saved: evaluate.py --checkpoint {tmp_path / 'again'}"
+                            " measures it"]
+    assert "rerun the same command to resume" in trainer.StopSignals().at_once_message("SIGINT")
+    capsys.readouterr()
+
     # Rerun: finished with this very configuration, so nothing is built, compiled or logged.
     metrics = (tmp_path / "metrics.jsonl").read_text()
     with pytest.MonkeyPatch.context() as patch:
