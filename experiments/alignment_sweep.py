@@ -9,9 +9,9 @@ budgets, each model's clean and SEA-robust accuracy, and how well its gradients 
     python experiments/alignment_sweep.py --smoke           # every step at the smallest size
 
 Every step is one of the project's CLIs, printed before it runs, so each can be rerun by hand;
-with --jobs N, independent steps of a stage run N at a time. Workdirs go to RUNS/sweep_MODEL/,
-raw outputs to RUNS/alignment_sweep/ (each step's output in its logs/, wall times with the
-machine and its load in its timings.json). Training resumes from its workdir; an evaluation or
+with --jobs N, independent steps of a stage run N at a time (at most one per CPU core).
+Workdirs go to RUNS/sweep_MODEL/, raw outputs to RUNS/alignment_sweep/ (each step's output in
+its logs/, wall times with the machine and its load in its timings.json). Training resumes from its workdir; an evaluation or
 synthesis whose result file exists is skipped (delete its directory to redo it). `publish`
 writes docs/results/alignment_sweep/. --smoke runs every step in RUNS/smoke/ on 2 images with
 the smallest model and 1-3 steps each, and publishes there: a check of the setup in minutes.
@@ -77,6 +77,7 @@ def run_all(commands, jobs, results, timings):
         else:
             pending.append((label, argv))
     os.makedirs(os.path.join(results, "logs"), exist_ok=True)
+    jobs = max(1, min(jobs, len(os.sched_getaffinity(0))))  # more processes than cores thrash
     env = dict(os.environ)
     if jobs > 1:  # several processes share one accelerator's memory (ignored on CPU)
         env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.75, 0.9 / jobs):.2f}")
