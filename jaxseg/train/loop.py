@@ -254,11 +254,15 @@ def _train(config, workdir):
             print(f"{workdir}: already trained to step {config.steps} with this configuration; "
                   "nothing to do", file=sys.stderr)
         return {"step": config.steps, "stopped_by": None, "model": None, "state": None}
-    model, variables = _model_and_variables(config, train_ds.info.num_classes)
-    mesh = runtime.make_mesh()
-    if config.batch_size % mesh.size:
-        raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} "
-                          "devices")
+    try:
+        model, variables = _model_and_variables(config, train_ds.info.num_classes)
+        mesh = runtime.make_mesh()
+        if config.batch_size % mesh.size:
+            raise JaxsegError(f"batch_size {config.batch_size} is not divisible by the "
+                              f"{mesh.size} devices")
+    except BaseException:  # the loader's workers are already running
+        loader.close()
+        raise
     batch_sharding = runtime.batch_sharding(mesh)
     replays = config.adv.replays if config.adv.mode == "free" else 1
     tx = optim.make_optimizer(config.optim, config.steps * replays)
