@@ -30,7 +30,6 @@ MODELS = {  # name -> (training flags, the ball it was trained at), as in the sw
     "DeepLabV3-Linf-4": (["--config", "configs/camvid_deeplabv3_at.py"], sweep.COMMON),
 }
 FCN = {"FCN-standard": "standard", "FCN-Linf-4": "Linf-4"}  # our row name -> the sweep's
-STAGES = sweep.STAGES
 
 
 def main():
